@@ -1,0 +1,49 @@
+"""resnet_lessons: the code shared by the ResNet lecture notebooks.
+
+Nothing runs on import: no seeding, no device choice, no printing. Call
+:func:`set_seed` and :func:`default_device` yourself.
+"""
+
+from .blocks import Bottleneck, Residual
+from .network import (
+    ResNet,
+    from_torchvision,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnet_block,
+    stem,
+)
+from .runtime import default_device, set_seed
+from .shapes import (
+    LayerShape,
+    ShapeTable,
+    check_channel_progression,
+    conv_output_size,
+    trace_shapes,
+)
+
+__all__ = [
+    "Bottleneck",
+    "LayerShape",
+    "ResNet",
+    "Residual",
+    "ShapeTable",
+    "check_channel_progression",
+    "conv_output_size",
+    "default_device",
+    "from_torchvision",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet_block",
+    "set_seed",
+    "stem",
+    "trace_shapes",
+]
+
+__version__ = "0.1.0"

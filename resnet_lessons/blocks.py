@@ -1,0 +1,227 @@
+"""Residual blocks: the lecture's basic block and the bottleneck of ResNet-50 and deeper.
+
+A residual block learns a *deviation from the identity*: its output is
+``relu(f(x) + shortcut(x))``. When the shortcut is the identity, driving ``f``
+to zero gives back the input, which is why very deep stacks stay trainable.
+
+Two variants share one code path:
+
+* ``variant="lecture"`` (default) is the lecture's block exactly: convolutions
+  with bias, and a plain 1x1 convolution on the projection shortcut.
+* ``variant="torchvision"`` matches ``torchvision.models.resnet``: bias-free
+  convolutions (batch norm follows each one, so a bias is redundant), batch
+  norm on the projection shortcut, and in the bottleneck the stride on the 3x3
+  convolution rather than the first 1x1. With it, weights can be copied from
+  torchvision one for one (see :func:`resnet_lessons.from_torchvision`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Variant = Literal["lecture", "torchvision"]
+VARIANTS: tuple[str, ...] = ("lecture", "torchvision")
+
+
+def check_variant(variant: str) -> None:
+    """Raise ``ValueError`` unless ``variant`` is one of :data:`VARIANTS`."""
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"variant={variant!r} is not known; use one of {', '.join(map(repr, VARIANTS))} "
+            "('lecture' is the lecture's network, 'torchvision' matches torchvision.models)."
+        )
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}.")
+
+
+def check_shortcut(
+    block: str,
+    in_channels: int,
+    out_channels: int,
+    use_1x1conv: bool,
+    stride: int,
+) -> None:
+    """Raise ``ValueError`` when an identity shortcut cannot be added to the block's output.
+
+    ``f(x) + x`` needs ``f(x)`` and ``x`` to have the same shape. The identity
+    keeps ``in_channels`` and the full resolution, so a block that changes the
+    channel count (``out_channels``) or downsamples (``stride > 1``) needs the
+    1x1 convolution on the shortcut.
+    """
+    problems = []
+    if in_channels != out_channels:
+        problems.append(f"the channels change from {in_channels} to {out_channels}")
+    if stride != 1:
+        problems.append(f"stride={stride} shrinks the height and width")
+    if problems and not use_1x1conv:
+        raise ValueError(
+            f"{block}: the identity shortcut cannot be added to the block's output because "
+            f"{' and '.join(problems)}, but use_1x1conv=False. The shortcut would carry "
+            f"{in_channels} channels at full size while the block's output has {out_channels} "
+            f"channels{' at 1/' + str(stride) + ' of the size' if stride != 1 else ''}. "
+            f"Fix: pass use_1x1conv=True (a 1x1 conv with stride={stride} reshapes the shortcut), "
+            f"or keep out_channels={in_channels} and stride=1."
+        )
+
+
+def _check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
+    if x.dim() != 4:
+        raise ValueError(
+            f"{type(block).__name__} expects a batch of images (N, C, H, W); got a tensor with "
+            f"shape {tuple(x.shape)}. Add a batch dimension with x.unsqueeze(0) for one image."
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"{type(block).__name__} was built for {in_channels} input channels but got "
+            f"{x.shape[1]} (input shape {tuple(x.shape)}). Fix: build it with "
+            f"in_channels={x.shape[1]}, or feed it the output of a layer with "
+            f"{in_channels} channels."
+        )
+
+
+class Residual(nn.Module):
+    """The lecture's residual block (basic block of ResNet-18 and ResNet-34).
+
+    ``conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN``, plus the shortcut
+    (the identity, or a 1x1 convolution with the same stride), added, then ReLU.
+
+    Shapes: ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``
+    (a 3x3 convolution with padding 1 gives ``floor((H - 1) / stride) + 1``).
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        use_1x1conv: put a 1x1 convolution on the shortcut. Required when the
+            channels change or ``stride > 1``.
+        stride: stride of the first 3x3 convolution (and of the 1x1 shortcut).
+        variant: ``"lecture"`` or ``"torchvision"`` (see the module docstring).
+    """
+
+    expansion = 1  # output channels = out_channels * expansion
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        use_1x1conv: bool = False,
+        stride: int = 1,
+        *,
+        variant: Variant = "lecture",
+    ) -> None:
+        super().__init__()
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("out_channels", out_channels)
+        _check_positive_int("stride", stride)
+        check_variant(variant)
+        check_shortcut("Residual", in_channels, out_channels, use_1x1conv, stride)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.use_1x1conv = use_1x1conv
+        bias = variant == "lecture"
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = _shortcut(in_channels, out_channels, use_1x1conv, stride, variant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(self, x, self.in_channels)
+        out = F.relu(self.bn1(self.conv1(x)))  # (N, C_out, H / s, W / s)
+        out = self.bn2(self.conv2(out))  # (N, C_out, H / s, W / s)
+        out = out + self.shortcut(x)  # shortcut: identity or 1x1 conv, same shape as out
+        return F.relu(out)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, use_1x1conv={self.use_1x1conv}, "
+            f"stride={self.stride}"
+        )
+
+
+class Bottleneck(nn.Module):
+    """The bottleneck block of ResNet-50, -101 and -152.
+
+    ``conv1x1 -> BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv1x1 -> BN``, plus the
+    shortcut, added, then ReLU. The 1x1 convolutions squeeze the channels to
+    ``mid_channels`` for the expensive 3x3 convolution and expand them again to
+    ``mid_channels * expansion`` (4x), which keeps deep networks affordable.
+
+    Shapes: ``(N, in_channels, H, W) -> (N, 4 * mid_channels, ceil(H / stride), ceil(W / stride))``.
+
+    The ``"lecture"`` variant strides the first 1x1 convolution (the original
+    paper); ``"torchvision"`` strides the 3x3 convolution ("ResNet v1.5"),
+    which sees every input pixel and is slightly more accurate.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        use_1x1conv: bool = False,
+        stride: int = 1,
+        *,
+        variant: Variant = "lecture",
+    ) -> None:
+        super().__init__()
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("mid_channels", mid_channels)
+        _check_positive_int("stride", stride)
+        check_variant(variant)
+        out_channels = mid_channels * self.expansion
+        check_shortcut("Bottleneck", in_channels, out_channels, use_1x1conv, stride)
+        self.in_channels = in_channels
+        self.mid_channels = mid_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.use_1x1conv = use_1x1conv
+        bias = variant == "lecture"
+        stride_1x1, stride_3x3 = (stride, 1) if variant == "lecture" else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, stride=stride_1x1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(mid_channels)
+        self.conv2 = nn.Conv2d(
+            mid_channels, mid_channels, 3, stride=stride_3x3, padding=1, bias=bias
+        )
+        self.bn2 = nn.BatchNorm2d(mid_channels)
+        self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=bias)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.shortcut = _shortcut(in_channels, out_channels, use_1x1conv, stride, variant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(self, x, self.in_channels)
+        out = F.relu(self.bn1(self.conv1(x)))  # (N, C_mid, ...): squeeze
+        out = F.relu(self.bn2(self.conv2(out)))  # (N, C_mid, H / s, W / s)
+        out = self.bn3(self.conv3(out))  # (N, 4 * C_mid, H / s, W / s): expand
+        out = out + self.shortcut(x)  # shortcut: identity or 1x1 conv, same shape as out
+        return F.relu(out)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.mid_channels} (out {self.out_channels}), "
+            f"use_1x1conv={self.use_1x1conv}, stride={self.stride}"
+        )
+
+
+def _shortcut(
+    in_channels: int, out_channels: int, use_1x1conv: bool, stride: int, variant: str
+) -> nn.Module:
+    """The identity, or a 1x1 convolution (with BN in the torchvision variant)."""
+    if not use_1x1conv:
+        return nn.Identity()
+    if variant == "lecture":
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
