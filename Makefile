@@ -1,0 +1,43 @@
+# Two commands for everyone: `make lab` to learn, `make test` to check.
+# Both create .venv (if missing) and install what they need into it first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k residual"`.
+PYTEST_ARGS ?=
+
+.PHONY: lab test lint figures clean
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/jupyter lab notebooks/
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		--nbval-cell-timeout=900 tests notebooks $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check resnet_lessons tests benchmarks
+
+figures: $(VENV)/.installed-lab
+	$(PY) -m resnet_lessons figures --out img
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "resnet-lessons needs Python 3.10 or newer; run: make PYTHON=python3.11 ..."'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-lab: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[lab]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-lab
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
