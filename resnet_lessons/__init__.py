@@ -22,6 +22,7 @@ from .shapes import (
     ShapeTable,
     check_channel_progression,
     conv_output_size,
+    count_flops,
     trace_shapes,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "ShapeTable",
     "check_channel_progression",
     "conv_output_size",
+    "count_flops",
     "default_device",
     "from_torchvision",
     "resnet18",
