@@ -346,7 +346,9 @@ def prepare_batch(
     The uint8 batch is moved first (4x less to copy than float32), then on the device:
     ``(x / 255 - MEAN) / STD``, then, if ``resize`` is given, ``F.interpolate`` to
     ``S = resize`` (bilinear, ``antialias=False``: what torchvision's ``Resize`` does when
-    it enlarges a tensor image). ``channels_last=True`` returns NHWC memory layout (same shape).
+    it enlarges a tensor image). ``channels_last=True`` returns NHWC memory layout (same shape;
+    with one channel NCHW and NHWC are the same bytes, so it is the model's
+    ``model.to(memory_format=torch.channels_last)`` that makes the convolutions use NHWC).
     ``device=None`` keeps the batch where it is.
     """
     if not isinstance(images, torch.Tensor):
@@ -405,6 +407,19 @@ def iterate_batches(
         raise ValueError(
             f"images and labels differ in length: {n} images, {labels.shape[0]} labels."
         )
+    # A plain function returning a generator: bad arguments fail here, not at the first next().
+    return _batches(images, labels, batch_size, shuffle, generator, drop_last)
+
+
+def _batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    drop_last: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    n = images.shape[0]
     order = torch.randperm(n, generator=generator) if shuffle else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
