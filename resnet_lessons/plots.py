@@ -1,0 +1,274 @@
+"""Figures for the notebooks: training curves, image grids, confusion matrices, mistakes.
+
+Every function returns a :class:`matplotlib.figure.Figure` (or draws into the axes you
+pass). Figures are made with ``matplotlib.figure.Figure``, not ``pyplot``: nothing is
+registered globally, no rcParams are touched, and a figure left as the last expression of a
+notebook cell shows once, as a PNG, whether or not ``pyplot`` was imported.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .data import CLASSES, MEAN, STD
+
+#: The three curves of the lecture's plot: history key -> (legend label, line style).
+HISTORY_CURVES: dict[str, tuple[str, str]] = {
+    "train_loss": ("train loss", "-"),
+    "train_acc": ("train acc", "--"),
+    "test_acc": ("test acc", "-."),
+}
+
+
+class NotebookFigure(Figure):
+    """A Figure that Jupyter shows as a PNG even when ``pyplot`` was never imported."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def new_figure(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    figsize: tuple[float, float] = (4.0, 3.0),
+    **subplot_kw: object,
+) -> tuple[Figure, Axes | object]:
+    """A fresh ``(Figure, axes)`` pair like ``plt.subplots``, without pyplot's global state."""
+    fig = NotebookFigure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=True, **subplot_kw)
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def plot_history(
+    history: Sequence[Mapping[str, float]],
+    axes: Axes | None = None,
+    *,
+    num_epochs: int | None = None,
+) -> Figure:
+    """The lecture's training plot: train loss, train accuracy and test accuracy per epoch.
+
+    ``history`` is a list of dicts with keys ``epoch, train_loss, train_acc, test_acc``
+    (``seconds`` and other keys are ignored), as ``train.fit`` returns it. With ``axes`` the
+    curves are redrawn into them (cleared first, so calling it after every epoch animates
+    the plot); otherwise a new figure is made. ``num_epochs`` fixes the x range to
+    ``1..num_epochs`` so that the axes do not jump while training runs. Returns the figure.
+    """
+    rows = list(history)
+    for i, row in enumerate(rows):
+        missing = [key for key in ("epoch", *HISTORY_CURVES) if key not in row]
+        if missing:
+            raise ValueError(
+                f"history[{i}] lacks {', '.join(missing)}; each entry needs epoch, train_loss, "
+                f"train_acc and test_acc (got keys {sorted(row)})."
+            )
+    if axes is None:
+        fig, axes = new_figure(figsize=(3.5, 2.5))
+    else:
+        fig = axes.figure
+        axes.cla()
+    epochs = [row["epoch"] for row in rows]
+    for key, (label, style) in HISTORY_CURVES.items():
+        axes.plot(epochs, [row[key] for row in rows], style, marker="o", markersize=3, label=label)
+    axes.set_xlabel("epoch")
+    last = max([num_epochs or 0, *epochs, 1])
+    axes.set_xlim(0.8, last + 0.2)
+    axes.set_xticks(_epoch_ticks(last))
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="center right", fontsize="small")
+    return fig
+
+
+def _epoch_ticks(last: int) -> list[int]:
+    step = max(1, -(-last // 10))  # at most ~10 ticks
+    return list(range(1, last + 1, step))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _as_pixels(images: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """``(N, 1, H, W)`` or ``(N, H, W)`` uint8 or normalised float -> ``(N, H, W)`` and the
+    value range to show (0..255 for uint8, the normalised range of 0..255 otherwise)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+    if images.ndim == 4:
+        if images.shape[1] != 1:
+            raise ValueError(
+                f"images must have one channel, got shape {tuple(images.shape)} "
+                f"({images.shape[1]} channels)."
+            )
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, 1, H, W) or (N, H, W), got {tuple(images.shape)}.")
+    images = images.detach().to("cpu")
+    if images.dtype == torch.uint8:
+        return images, 0.0, 255.0
+    return images.float(), (0.0 - MEAN) / STD, (1.0 - MEAN) / STD
+
+
+def show_images(
+    images: torch.Tensor,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    classes: Sequence[str] = CLASSES,
+    *,
+    predictions: torch.Tensor | Sequence[int] | None = None,
+    confidences: torch.Tensor | Sequence[float] | None = None,
+    ncols: int = 8,
+    scale: float = 1.3,
+) -> Figure:
+    """A grid of images with their class names: ``(N, 1, H, W)`` -> one panel per image.
+
+    ``images``: uint8 pixels (as loaded) or batches from ``prepare_batch`` (normalised).
+    ``labels``: the true classes, shown as titles. With ``predictions`` each title is
+    ``predicted`` over ``(true ...)``, green when right and red when wrong, with
+    ``confidences`` (probabilities in 0..1) as a percentage.
+    """
+    pixels, vmin, vmax = _as_pixels(images)
+    n = len(pixels)
+    if n == 0:
+        raise ValueError("show_images got no images (N = 0).")
+    for name, values in (
+        ("labels", labels),
+        ("predictions", predictions),
+        ("confidences", confidences),
+    ):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries for {n} images.")
+    if predictions is not None and labels is None:
+        raise ValueError("predictions need the true labels too: pass labels=...")
+    if ncols < 1:
+        raise ValueError(f"ncols must be at least 1, got {ncols}.")
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    title_lines = 1 if predictions is None else 2
+    fig = NotebookFigure(
+        figsize=(scale * ncols, scale * nrows * (1 + 0.2 * title_lines)), layout="constrained"
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(pixels[i].numpy(), cmap="gray", vmin=vmin, vmax=vmax)
+        if labels is None:
+            continue
+        true = int(labels[i])
+        if predictions is None:
+            ax.set_title(classes[true], fontsize="small")
+            continue
+        predicted = int(predictions[i])
+        title = classes[predicted]
+        if confidences is not None:
+            title += f" {100 * float(confidences[i]):.0f}%"
+        ax.set_title(
+            f"{title}\n(true {classes[true]})",
+            fontsize="x-small",
+            color="tab:green" if predicted == true else "tab:red",
+        )
+    return fig
+
+
+# --------------------------------------------------------------------------- confusion matrix
+
+
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int = 10
+) -> torch.Tensor:
+    """Counts ``(num_classes, num_classes)`` int64: row = true class, column = predicted class.
+
+    ``predictions``, ``labels``: ``(N,)`` class indices. ``matrix[i, j]`` is how many images of
+    class ``i`` were predicted as class ``j``; the diagonal holds the correct ones, each row sums
+    to the number of images of that class.
+    """
+    predictions = torch.as_tensor(predictions).detach().to("cpu").long().flatten()
+    labels = torch.as_tensor(labels).detach().to("cpu").long().flatten()
+    if predictions.shape != labels.shape:
+        raise ValueError(
+            f"predictions and labels differ in length: {predictions.numel()} vs {labels.numel()}."
+        )
+    for name, values in (("predictions", predictions), ("labels", labels)):
+        if values.numel() and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"{name} must lie in 0..{num_classes - 1}, got values from {int(values.min())} "
+                f"to {int(values.max())}; pass class indices (logits.argmax(1)), or a larger "
+                "num_classes."
+            )
+    counts = torch.bincount(labels * num_classes + predictions, minlength=num_classes**2)
+    return counts.view(num_classes, num_classes)
+
+
+def plot_confusion_matrix(
+    matrix: torch.Tensor,
+    classes: Sequence[str] = CLASSES,
+    *,
+    axes: Axes | None = None,
+    normalize: bool = False,
+) -> Figure:
+    """Draw a confusion matrix (rows: true class, columns: predicted) with the counts written in
+    each cell; ``normalize=True`` shows each row as fractions of that class instead."""
+    matrix = torch.as_tensor(matrix).detach().to("cpu")
+    k = len(classes)
+    if matrix.shape != (k, k):
+        raise ValueError(f"matrix must be {k} x {k} for {k} classes, got {tuple(matrix.shape)}.")
+    values = matrix.double()
+    if normalize:
+        values = values / values.sum(dim=1, keepdim=True).clamp(min=1)
+    if axes is None:
+        fig, axes = new_figure(figsize=(0.55 * k + 2.0, 0.5 * k + 1.2))
+    else:
+        fig = axes.figure
+    image = axes.imshow(values.numpy(), cmap="Blues", vmin=0)
+    peak = float(values.max()) or 1.0
+    for i in range(k):
+        for j in range(k):
+            value = float(values[i, j])
+            text = f"{value:.2f}" if normalize else f"{int(matrix[i, j])}"
+            axes.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color="white" if value > 0.6 * peak else "black",
+            )
+    axes.set_xticks(range(k), classes, rotation=45, ha="right", fontsize="small")
+    axes.set_yticks(range(k), classes, fontsize="small")
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    fig.colorbar(image, ax=axes, shrink=0.8)
+    return fig
+
+
+def most_confident_mistakes(
+    logits: torch.Tensor, labels: torch.Tensor, k: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` wrong predictions the model was surest of.
+
+    ``logits``: ``(N, num_classes)``, ``labels``: ``(N,)`` -> ``(indices, predictions,
+    confidences)``, each ``(min(k, number of mistakes),)``, most confident first; confidences
+    are the softmax probabilities of the predicted class.
+    """
+    logits = torch.as_tensor(logits).detach().to("cpu").float()
+    labels = torch.as_tensor(labels).detach().to("cpu").long()
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"logits must be (N, num_classes) and labels (N,), got {tuple(logits.shape)} and "
+            f"{tuple(labels.shape)}."
+        )
+    probabilities = logits.softmax(dim=1)
+    confidences, predictions = probabilities.max(dim=1)
+    wrong = (predictions != labels).nonzero().flatten()
+    order = confidences[wrong].argsort(descending=True, stable=True)[:k]
+    indices = wrong[order]
+    return indices, predictions[indices], confidences[indices]

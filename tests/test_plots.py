@@ -1,0 +1,164 @@
+"""Tests for resnet_lessons.plots: figures are made (and render), the confusion matrix counts."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from resnet_lessons.data import CLASSES, prepare_batch
+from resnet_lessons.plots import (
+    confusion_matrix,
+    most_confident_mistakes,
+    new_figure,
+    plot_confusion_matrix,
+    plot_history,
+    show_images,
+)
+
+HISTORY = [
+    {"epoch": 1, "train_loss": 0.9, "train_acc": 0.70, "test_acc": 0.80, "seconds": 12.0},
+    {"epoch": 2, "train_loss": 0.5, "train_acc": 0.85, "test_acc": 0.86, "seconds": 11.5},
+    {"epoch": 3, "train_loss": 0.3, "train_acc": 0.90, "test_acc": 0.89, "seconds": 11.7},
+]
+
+
+def renders(fig: Figure) -> bytes:
+    """The figure as PNG bytes, the way Jupyter shows it."""
+    png = fig._repr_png_()
+    assert png.startswith(b"\x89PNG")
+    return png
+
+
+def test_plot_history_new_figure_has_the_three_curves() -> None:
+    rc_before = dict(matplotlib.rcParams)
+    fig = plot_history(HISTORY)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["train loss", "train acc", "test acc"]
+    assert list(lines[0].get_xdata()) == [1, 2, 3]
+    assert list(lines[0].get_ydata()) == [0.9, 0.5, 0.3]
+    assert list(lines[2].get_ydata()) == [0.80, 0.86, 0.89]
+    assert ax.get_xlabel() == "epoch"
+    renders(fig)
+    assert dict(matplotlib.rcParams) == rc_before
+
+
+def test_plot_history_redraws_into_given_axes() -> None:
+    fig, ax = new_figure()
+    for n in range(1, 4):  # what a live plot does after each epoch
+        assert plot_history(HISTORY[:n], ax, num_epochs=10) is fig
+        assert len(ax.get_lines()) == 3  # cleared, not stacked
+        assert len(ax.get_lines()[0].get_xdata()) == n
+    assert ax.get_xlim()[1] >= 10
+    renders(fig)
+
+
+def test_plot_history_rejects_missing_keys() -> None:
+    with pytest.raises(ValueError, match="history\\[0\\] lacks test_acc"):
+        plot_history([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5}])
+
+
+def test_plot_history_empty_is_an_empty_plot() -> None:
+    fig = plot_history([], num_epochs=5)
+    assert all(len(line.get_xdata()) == 0 for line in fig.axes[0].get_lines())
+
+
+def test_show_images_titles_are_class_names() -> None:
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(10)
+    fig = show_images(images, labels, CLASSES, ncols=5)
+    assert len(fig.axes) == 10
+    assert [ax.get_title() for ax in fig.axes] == list(CLASSES)
+    renders(fig)
+    # normalised float batches show the same picture
+    normalised = show_images(prepare_batch(images), labels, ncols=5)
+    ours, theirs = normalised.axes[3].get_images()[0], fig.axes[3].get_images()[0]
+    rgba_ours = ours.to_rgba(ours.get_array(), bytes=True)
+    rgba_theirs = theirs.to_rgba(theirs.get_array(), bytes=True)
+    assert abs(rgba_ours.astype(int) - rgba_theirs.astype(int)).max() <= 1
+
+
+def test_show_images_with_predictions_marks_mistakes() -> None:
+    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    fig = show_images(
+        images, [0, 1, 2], predictions=[0, 3, 2], confidences=[0.5, 0.987, 1.0], ncols=2
+    )
+    assert len(fig.axes) == 4  # 2 x 2 grid, one panel empty
+    titles = [ax.title for ax in fig.axes[:3]]
+    assert titles[1].get_text() == "Dress 99%\n(true Trouser)"
+    assert titles[1].get_color() == "tab:red"
+    assert titles[0].get_color() == "tab:green"
+    renders(fig)
+
+
+def test_show_images_rejects_bad_input() -> None:
+    images = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="labels has 3 entries for 2 images"):
+        show_images(images, [0, 1, 2])
+    with pytest.raises(ValueError, match="one channel"):
+        show_images(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="pass labels"):
+        show_images(images, predictions=[0, 1])
+
+
+def test_confusion_matrix_counts_a_hand_example() -> None:
+    # true:      0  0  1  1  1  2  2  2  2
+    # predicted: 0  1  1  1  2  2  2  0  2
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    predictions = torch.tensor([0, 1, 1, 1, 2, 2, 2, 0, 2])
+    matrix = confusion_matrix(predictions, labels, num_classes=3)
+    assert matrix.dtype == torch.int64
+    assert matrix.tolist() == [
+        [1, 1, 0],  # class 0: one right, one taken for class 1
+        [0, 2, 1],
+        [1, 0, 3],
+    ]
+    assert matrix.sum() == len(labels)
+    assert matrix.trace() == 6  # the correct ones
+
+
+def test_confusion_matrix_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="differ in length: 2 vs 3"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="predictions must lie in 0..9, got values from 0 to 10"):
+        confusion_matrix(torch.tensor([0, 10]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="labels must lie in 0..2"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([-1, 1]), num_classes=3)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_plot_confusion_matrix_writes_the_counts(normalize: bool) -> None:
+    matrix = torch.tensor([[5, 1, 0], [0, 4, 2], [1, 0, 7]])
+    fig = plot_confusion_matrix(matrix, ["a", "b", "c"], normalize=normalize)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    if normalize:
+        assert texts[:3] == ["0.83", "0.17", "0.00"]
+    else:
+        assert texts == ["5", "1", "0", "0", "4", "2", "1", "0", "7"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert ax.get_ylabel() == "true class"
+    renders(fig)
+    with pytest.raises(ValueError, match="must be 10 x 10"):
+        plot_confusion_matrix(matrix)
+
+
+def test_most_confident_mistakes_orders_by_confidence() -> None:
+    logits = torch.tensor(
+        [
+            [5.0, 0.0, 0.0],  # right
+            [0.0, 3.0, 0.0],  # wrong (true 0), confident
+            [0.0, 0.0, 9.0],  # wrong (true 1), most confident
+            [1.0, 0.0, 1.1],  # wrong (true 0), unsure
+        ]
+    )
+    labels = torch.tensor([0, 0, 1, 0])
+    indices, predictions, confidences = most_confident_mistakes(logits, labels, k=2)
+    assert indices.tolist() == [2, 1]
+    assert predictions.tolist() == [2, 1]
+    assert confidences[0] > confidences[1] > 0.5
+    assert most_confident_mistakes(logits, labels, k=10)[0].tolist() == [2, 1, 3]
+    assert most_confident_mistakes(logits[:1], labels[:1])[0].tolist() == []
