@@ -19,10 +19,15 @@ from .network import (
 from .runtime import default_device, set_seed
 from .shapes import (
     LayerShape,
+    ResidualShape,
+    ResNetShapes,
     ShapeTable,
     check_channel_progression,
+    conv_formula,
     conv_output_size,
     count_flops,
+    residual_shape,
+    resnet_shapes,
     trace_shapes,
 )
 
@@ -30,9 +35,12 @@ __all__ = [
     "Bottleneck",
     "LayerShape",
     "ResNet",
+    "ResNetShapes",
     "Residual",
+    "ResidualShape",
     "ShapeTable",
     "check_channel_progression",
+    "conv_formula",
     "conv_output_size",
     "count_flops",
     "default_device",
@@ -43,6 +51,8 @@ __all__ = [
     "resnet101",
     "resnet152",
     "resnet_block",
+    "resnet_shapes",
+    "residual_shape",
     "set_seed",
     "stem",
     "trace_shapes",

@@ -1,0 +1,202 @@
+"""Live shape explorers for JupyterLab: sliders wired to the pure functions in ``shapes.py``.
+
+* :func:`residual_explorer`: one :class:`~resnet_lessons.Residual` block. Sliders for
+  the input size, the channels in and out and the stride, a checkbox for the 1x1
+  conv; it shows the output shape ``(N, C, H, W)``, the formula with the numbers
+  filled in, and the error text for a block that cannot be built.
+* :func:`resnet_explorer`: a whole ResNet-18 over an input-size slider, with the
+  per-stage shape table.
+
+The widgets only wire values to :func:`~resnet_lessons.residual_shape` and
+:func:`~resnet_lessons.resnet_shapes` (tested without a browser) through
+``observe``; each update is a few milliseconds (shapes on the meta device, the
+model built once). This is the only module that imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+from torch import nn
+
+from .network import resnet18
+from .shapes import ResidualShape, ResNetShapes, _fmt_shape, residual_shape, resnet_shapes
+
+_STYLE = {"description_width": "8em"}
+
+
+def _slider(description: str, value: int, low: int, high: int) -> widgets.IntSlider:
+    # A value beyond the usual range widens the slider instead of being clamped silently.
+    return widgets.IntSlider(
+        value=value,
+        min=low,
+        max=max(high, value),
+        step=1,
+        description=description,
+        style=_STYLE,
+        layout=widgets.Layout(width="30em"),
+    )
+
+
+class ResidualExplorer(widgets.VBox):
+    """Sliders and checkbox for one ``Residual`` block, the output shape and the formulas.
+
+    Attributes: the controls ``size_slider``, ``in_slider``, ``out_slider``,
+    ``stride_slider`` (description ``stride``), ``conv1x1_box``; the ``readout``
+    Label (CSS class ``shape-readout``) with the output shape ``(N, C, H, W)``;
+    the ``details`` HTML with the formulas and any error; ``result``, the latest
+    :class:`~resnet_lessons.ResidualShape`.
+    """
+
+    def __init__(
+        self,
+        size: int = 6,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        stride: int = 1,
+        use_1x1conv: bool = False,
+        *,
+        batch_size: int = 4,
+    ) -> None:
+        # Check the values first: a bad one raises here with a clear message.
+        first = residual_shape(size, in_channels, out_channels, stride, use_1x1conv, batch_size)
+        size_slider = _slider("input size", size, 1, 64)
+        in_slider = _slider("in channels", in_channels, 1, 64)
+        out_slider = _slider("out channels", out_channels, 1, 64)
+        stride_slider = _slider("stride", stride, 1, 4)
+        conv1x1_box = widgets.Checkbox(
+            value=use_1x1conv, description="1x1 conv on the shortcut (use_1x1conv)", indent=False
+        )
+        readout = widgets.Label()
+        readout.add_class("shape-readout")
+        details = widgets.HTML()
+        details.add_class("shape-details")
+        title = widgets.HTML(
+            f"<b>Residual block</b> on a batch of {batch_size} images "
+            "(N = batch, C = channels, H x W = height x width)"
+        )
+        output_row = widgets.HBox([widgets.HTML("<b>output shape (N, C, H, W):</b>"), readout])
+        super().__init__(
+            children=[
+                title,
+                size_slider,
+                in_slider,
+                out_slider,
+                stride_slider,
+                conv1x1_box,
+                output_row,
+                details,
+            ]
+        )
+        self.batch_size = batch_size
+        self.size_slider = size_slider
+        self.in_slider = in_slider
+        self.out_slider = out_slider
+        self.stride_slider = stride_slider
+        self.conv1x1_box = conv1x1_box
+        self.readout = readout
+        self.details = details
+        self.result: ResidualShape = first
+        self._show(first)
+        for control in (size_slider, in_slider, out_slider, stride_slider, conv1x1_box):
+            control.observe(self._update, names="value")
+
+    def _update(self, change: object = None) -> None:
+        self._show(
+            residual_shape(
+                self.size_slider.value,
+                self.in_slider.value,
+                self.out_slider.value,
+                self.stride_slider.value,
+                self.conv1x1_box.value,
+                self.batch_size,
+            )
+        )
+
+    def _show(self, result: ResidualShape) -> None:
+        self.result = result
+        if result.ok:
+            self.readout.value = _fmt_shape(result.output_shape)
+        else:
+            self.readout.value = "none: Residual raises a ValueError, see below"
+        self.details.value = result._repr_html_()
+
+
+class ResNetExplorer(widgets.VBox):
+    """An input-size slider for a whole network and its per-stage shape table.
+
+    Attributes: ``size_slider``; ``summary`` (Label, CSS class ``resnet-readout``)
+    with the shape reaching the classifier; ``table`` (HTML, CSS class
+    ``resnet-table``); ``model``, built once; ``result``, the latest
+    :class:`~resnet_lessons.ResNetShapes`.
+    """
+
+    def __init__(
+        self, size: int = 224, model: nn.Module | None = None, *, batch_size: int = 1
+    ) -> None:
+        self.model = resnet18() if model is None else model  # built once, traced per update
+        first = resnet_shapes(size, self.model, batch_size=batch_size)
+        size_slider = _slider("input size", size, 1, 512)
+        summary = widgets.Label()
+        summary.add_class("resnet-readout")
+        table = widgets.HTML()
+        table.add_class("resnet-table")
+        title = widgets.HTML(
+            f"<b>{type(self.model).__name__}</b>: the output shape of each stage "
+            "for a square input image"
+        )
+        super().__init__(children=[title, size_slider, summary, table])
+        self.batch_size = batch_size
+        self.size_slider = size_slider
+        self.summary = summary
+        self.table = table
+        self.result: ResNetShapes = first
+        self._show(first)
+        size_slider.observe(self._update, names="value")
+
+    def _update(self, change: object = None) -> None:
+        self._show(resnet_shapes(self.size_slider.value, self.model, batch_size=self.batch_size))
+
+    def _show(self, result: ResNetShapes) -> None:
+        self.result = result
+        if result.table is None:
+            self.summary.value = "the network cannot take this input (see below)"
+        else:
+            rows = [r for r in result.table if r.output_shape is not None]
+            # The last feature map before global average pooling squeezes it to 1x1.
+            maps = [r for r in rows if len(r.output_shape) == 4 and "Pool" not in r.layer]
+            parts = [f"input {_fmt_shape(result.input_shape)}"]
+            parts += [f"{r.name} {_fmt_shape(r.output_shape)}" for r in (maps[-1:] + rows[-1:])]
+            self.summary.value = " -> ".join(parts)
+        self.table.value = result._repr_html_()
+
+
+def residual_explorer(
+    size: int = 6,
+    in_channels: int = 3,
+    out_channels: int = 3,
+    stride: int = 1,
+    use_1x1conv: bool = False,
+    *,
+    batch_size: int = 4,
+) -> ResidualExplorer:
+    """A live explorer for ``Residual(in_channels, out_channels, use_1x1conv, stride)`` on
+    ``(batch_size, in_channels, size, size)`` inputs: display it in a notebook cell.
+
+    The readout (CSS class ``shape-readout``) shows the output shape
+    ``(N, C_out, floor((H + 2*1 - 3) / stride) + 1, ...)``; below it, the formula
+    for each path and, when the block cannot be built, the error it raises.
+    """
+    return ResidualExplorer(
+        size, in_channels, out_channels, stride, use_1x1conv, batch_size=batch_size
+    )
+
+
+def resnet_explorer(
+    size: int = 224, model: nn.Module | None = None, *, batch_size: int = 1
+) -> ResNetExplorer:
+    """A live per-stage shape table of ``model`` (default ``resnet18()``) over an input-size
+    slider: ``(batch_size, C, size, size) -> ... -> (batch_size, num_classes)``.
+
+    The model is built once; each slider move traces it on the meta device.
+    """
+    return ResNetExplorer(size, model, batch_size=batch_size)
