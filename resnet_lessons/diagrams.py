@@ -37,7 +37,7 @@ COLOURS = {
 }
 EDGE = "#404040"
 SHAPE_COLOUR = "#555555"
-FONT = 11  # points; the figures are ~10 inches wide, so this reads like body text
+FONT = 13  # points; the figures are ~11 inches wide, so text stays readable when scaled down
 DPI = 120
 
 #: The lecture's block experiment: a batch of 4 images, 3 channels, 6x6.
@@ -100,11 +100,11 @@ def _draw_block(ax: Axes, block: Residual, input_shape: tuple[int, ...], title: 
         (f"{k2}x{k2} conv", "conv", trace["conv2"]),
         ("batch norm", "bn", trace["bn2"]),
     ]
-    x, w, h, step = 0.0, 2.1, 0.5, 0.85
+    x, w, h, step = 0.0, 2.7, 0.56, 0.9
     y_in = 0.0
     ax.text(x, y_in, f"input x\n{_fmt(input_shape)}", ha="center", va="center", fontsize=FONT)
     y = y_in + step
-    _arrow(ax, [(x, y_in + 0.3), (x, y - h / 2)])
+    _arrow(ax, [(x, y_in + 0.4), (x, y - h / 2)])
     for i, (label, kind, shape) in enumerate(main):
         _box(ax, x, y, w, h, label, kind)
         ax.text(
@@ -127,18 +127,18 @@ def _draw_block(ax: Axes, block: Residual, input_shape: tuple[int, ...], title: 
     _arrow(ax, [(x, y_plus + r), (x, y_relu - h / 2)])
     _box(ax, x, y_relu, w, h, "ReLU", "relu")
     y_out = y_relu + step
-    _arrow(ax, [(x, y_relu + h / 2), (x, y_out - 0.3)])
+    _arrow(ax, [(x, y_relu + h / 2), (x, y_out - 0.4)])
     ax.text(x, y_out, f"output\n{_fmt(out_shape)}", ha="center", va="center", fontsize=FONT)
 
     # The shortcut: from the input, up the right-hand side, into the "+".
-    xs = x + w / 2 + 0.9
+    xs = x + w / 2 + 1.05
     start = (x + 0.75, y_in)
     if block.use_1x1conv:
         conv = block.shortcut[0]
         y_sc = (y_in + y_plus) / 2
         _arrow(ax, [start, (xs, y_in), (xs, y_sc - h / 2)])
         label = f"1x1 conv\nstride {conv.stride[0]}"
-        _box(ax, xs, y_sc, 1.45, h + 0.3, label, "shortcut")
+        _box(ax, xs, y_sc, 1.6, h + 0.36, label, "shortcut")
         ax.text(
             xs + 0.1,
             y_sc + h / 2 + 0.45,
@@ -161,8 +161,8 @@ def _draw_block(ax: Axes, block: Residual, input_shape: tuple[int, ...], title: 
             rotation=90,
         )
     ax.set_title(title, fontsize=FONT + 1, pad=8)
-    ax.set_xlim(-3.2, 3.4)
-    ax.set_ylim(y_in - 0.45, y_out + 0.45)
+    ax.set_xlim(-3.55, 4.0)
+    ax.set_ylim(y_in - 0.4, y_out + 0.4)
     ax.set_aspect("equal")
     ax.axis("off")
 
@@ -174,7 +174,7 @@ def residual_block_figure() -> Figure:
     ``Residual(3, 6, use_1x1conv=True, stride=2)`` gives ``(4, 6, 3, 3)``; the
     1x1 convolution reshapes the shortcut so the two branches can be added.
     """
-    fig = Figure(figsize=(10, 6.4), dpi=DPI)
+    fig = Figure(figsize=(11, 6.9), dpi=DPI)
     left, right = fig.subplots(1, 2)
     c = BLOCK_INPUT[1]
     _draw_block(left, Residual(c, c), BLOCK_INPUT, f"Residual({c}, {c})\nidentity shortcut")
@@ -184,7 +184,7 @@ def residual_block_figure() -> Figure:
         BLOCK_INPUT,
         f"Residual({c}, {2 * c}, use_1x1conv=True, stride=2)\n1x1 conv on the shortcut",
     )
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.01, wspace=0.05)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.0, wspace=0.05)
     return fig
 
 
@@ -204,7 +204,7 @@ def _stage_details(model: ResNet) -> dict[str, tuple[str, str]]:
     for i in range(1, 5):
         stage = getattr(model, f"stage{i}")
         first = stage[0]
-        how = f"first: stride {first.stride},\n1x1 conv" if first.stride != 1 else "keeps the\nsize"
+        how = f"stride {first.stride}\n+ 1x1 conv" if first.stride != 1 else "size kept"
         details[f"stage{i}"] = (f"stage{i}", f"{len(stage)} x {type(first).__name__}\n{how}")
     return details
 
@@ -260,7 +260,7 @@ def resnet18_stages_figure() -> Figure:
             what,
             ha="center",
             va="top",
-            fontsize=FONT - 1,
+            fontsize=FONT - 2,
             color=SHAPE_COLOUR,
             linespacing=1.3,
         )
