@@ -40,9 +40,10 @@ def _slider(description: str, value: int, low: int, high: int) -> widgets.IntSli
 class ResidualExplorer(widgets.VBox):
     """Sliders and checkbox for one ``Residual`` block, the output shape and the formulas.
 
-    Attributes: the controls ``size_slider``, ``in_slider``, ``out_slider``,
-    ``stride_slider`` (description ``stride``), ``conv1x1_box``; the ``readout``
-    Label (CSS class ``shape-readout``) with the output shape ``(N, C, H, W)``;
+    The box carries the CSS class ``residual-explorer``. Attributes: the controls
+    ``size_slider``, ``in_slider``, ``out_slider``, ``stride_slider`` (description
+    ``stride``), ``conv1x1_box``; the ``readout`` Label (CSS class ``shape-readout``)
+    with the output shape ``(N, C, H, W)``;
     the ``details`` HTML with the formulas and any error; ``result``, the latest
     :class:`~resnet_lessons.ResidualShape`.
     """
@@ -87,6 +88,7 @@ class ResidualExplorer(widgets.VBox):
                 details,
             ]
         )
+        self.add_class("residual-explorer")
         self.batch_size = batch_size
         self.size_slider = size_slider
         self.in_slider = in_slider
@@ -99,6 +101,10 @@ class ResidualExplorer(widgets.VBox):
         self._show(first)
         for control in (size_slider, in_slider, out_slider, stride_slider, conv1x1_box):
             control.observe(self._update, names="value")
+
+    def __repr__(self) -> str:
+        # What a notebook shows where the sliders cannot be drawn (no kernel, untrusted).
+        return f"residual block explorer (run the cell): {self.readout.value}"
 
     def _update(self, change: object = None) -> None:
         self._show(
@@ -124,10 +130,10 @@ class ResidualExplorer(widgets.VBox):
 class ResNetExplorer(widgets.VBox):
     """An input-size slider for a whole network and its per-stage shape table.
 
-    Attributes: ``size_slider``; ``summary`` (Label, CSS class ``resnet-readout``)
-    with the shape reaching the classifier; ``table`` (HTML, CSS class
-    ``resnet-table``); ``model``, built once; ``result``, the latest
-    :class:`~resnet_lessons.ResNetShapes`.
+    The box carries the CSS class ``resnet-explorer``. Attributes: ``size_slider``;
+    ``summary`` (Label, CSS class ``resnet-readout``) with the shape reaching the
+    classifier; ``table`` (HTML, CSS class ``resnet-table``); ``model``, built once;
+    ``result``, the latest :class:`~resnet_lessons.ResNetShapes`.
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class ResNetExplorer(widgets.VBox):
             "for a square input image"
         )
         super().__init__(children=[title, size_slider, summary, table])
+        self.add_class("resnet-explorer")
         self.batch_size = batch_size
         self.size_slider = size_slider
         self.summary = summary
@@ -152,6 +159,10 @@ class ResNetExplorer(widgets.VBox):
         self.result: ResNetShapes = first
         self._show(first)
         size_slider.observe(self._update, names="value")
+
+    def __repr__(self) -> str:
+        # What a notebook shows where the sliders cannot be drawn (no kernel, untrusted).
+        return f"{type(self.model).__name__} explorer (run the cell): {self.summary.value}"
 
     def _update(self, change: object = None) -> None:
         self._show(resnet_shapes(self.size_slider.value, self.model, batch_size=self.batch_size))
