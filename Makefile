@@ -14,6 +14,10 @@ PYTEST_ARGS ?=
 lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter lab notebooks/
 
+# Threads sleep instead of spinning while they wait: the tests run several PyTorch
+# processes at once (notebook kernels, torchrun), and spinning threads on a busy
+# 2-core machine made them 30-70x slower.
+test: export OMP_WAIT_POLICY ?= PASSIVE
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \

@@ -126,10 +126,11 @@ class ShapeTable(Sequence[LayerShape]):
         body = []
         for name, layer, shape, params in self._cells():
             bold = " style='font-weight:bold'" if name in ("input", "total") else ""
+            shape = f"<code>{html.escape(shape)}</code>" if shape else ""
             body.append(
                 f"<tr{bold}><td style='text-align:left'>{html.escape(name)}</td>"
                 f"<td style='text-align:left'>{html.escape(layer)}</td>"
-                f"<td style='text-align:left'><code>{html.escape(shape)}</code></td>"
+                f"<td style='text-align:left'>{shape}</td>"
                 f"<td style='text-align:right'>{params}</td></tr>"
             )
         return (
