@@ -1,0 +1,243 @@
+"""Command line: ``python -m resnet_lessons train ...`` and ``python -m resnet_lessons figures``.
+
+``train`` trains the lecture's ResNet-18 on Fashion-MNIST with a recipe and writes
+``OUT/metrics.json`` and ``OUT/checkpoint.pt``::
+
+    python -m resnet_lessons train --recipe fast --out runs/fast
+    python -m resnet_lessons train --recipe fast --out runs/fast --resume   # after a kill
+    torchrun --standalone --nproc_per_node=2 -m resnet_lessons train --recipe fast
+
+Errors (bad flags, missing or corrupt data, an unavailable device) end with one line on
+stderr and exit code 2 (bad flags) or 1 (anything else), without a traceback; set
+``RESNET_LESSONS_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Files ``train`` writes in ``--out``.
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CommandError(Exception):
+    """An error to report as one line on stderr (exit code 1)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but the error is one line: ``resnet_lessons train: error: ...``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m resnet_lessons",
+        description="ResNet lessons: train ResNet-18 on Fashion-MNIST, or draw the figures.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser(
+        "train",
+        help="train ResNet-18 on Fashion-MNIST",
+        description="Train the lecture's ResNet-18 on Fashion-MNIST; writes OUT/metrics.json "
+        "and OUT/checkpoint.pt. Runs under torchrun as DistributedDataParallel.",
+    )
+    train.add_argument(
+        "--recipe",
+        choices=("fast", "lecture"),
+        default="fast",
+        help="fast: 28x28 one-cycle recipe for a CPU (default); lecture: the lecture's exact "
+        "settings (96x96, lr 0.05, 10 epochs)",
+    )
+    train.add_argument("--epochs", type=_positive_int, help="override the recipe's epochs")
+    train.add_argument("--batch-size", type=_positive_int, help="global batch size (all ranks)")
+    train.add_argument("--lr", type=_positive_float, help="(peak) learning rate")
+    train.add_argument("--resize", type=_positive_int, help="resize images to N x N pixels")
+    train.add_argument("--limit-train", type=_positive_int, help="train on the first N images only")
+    train.add_argument(
+        "--limit-test", type=_positive_int, help="evaluate on the first N test images only"
+    )
+    train.add_argument("--data-root", help="folder with the Fashion-MNIST files")
+    train.add_argument(
+        "--out", default="runs/train", help="folder for metrics.json and checkpoint.pt"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists"
+    )
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (one line per epoch)"
+    )
+
+    figures = commands.add_parser(
+        "figures",
+        help="draw the figures of img/",
+        description="Draw the block and network diagrams the notebooks show.",
+    )
+    figures.add_argument("--out", default="img", help="folder for the figures (default: img)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _figures(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, TypeError, OSError, RuntimeError) as error:
+        if os.environ.get("RESNET_LESSONS_DEBUG"):
+            raise  # the full traceback, for debugging
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from .diagrams import save_figures
+
+    out = Path(args.out)
+    written = save_figures(out)
+    if written:
+        for path in written:
+            print(path)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from . import resnet18, set_seed
+    from .data import find_fashion_mnist, load_fashion_mnist
+    from .train import fit, resolve_device
+
+    device = resolve_device(args.device)  # before anything slow: a clear error for 'cuda'
+    out = Path(args.out)
+    checkpoint = out / CHECKPOINT_FILE
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    started_here = False
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started_here = True
+    try:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if args.data_root is not None:
+            root = Path(args.data_root).resolve()
+            found = find_fashion_mnist(root).resolve()
+            if found != root and root not in found.parents:  # found elsewhere: say so
+                raise CommandError(
+                    f"--data-root {args.data_root}: no Fashion-MNIST files there (they were "
+                    f"found in {found} instead); give the folder that holds the four .gz files"
+                )
+        data = load_fashion_mnist(args.data_root)
+        n_train = len(data.train_labels)
+        n_test = len(data.test_labels)
+        for flag, limit, available in (
+            ("--limit-train", args.limit_train, n_train),
+            ("--limit-test", args.limit_test, n_test),
+        ):
+            if limit is not None and limit > available:
+                raise CommandError(f"{flag} {limit} is more than the {available} images there are")
+        data = data.subset(args.limit_train, args.limit_test)
+        resume = args.resume and checkpoint.exists()
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if not args.resume and checkpoint.exists():
+                checkpoint.unlink()  # a fresh run: do not leave an old, unrelated checkpoint
+
+        def report(entry: dict[str, float]) -> None:
+            if args.no_progress:
+                print(
+                    f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, "
+                    f"train acc {entry['train_acc']:.4f}, test acc {entry['test_acc']:.4f}, "
+                    f"{entry['seconds']:.1f} s",
+                    flush=True,
+                )
+
+        set_seed(args.seed)
+        history = fit(
+            resnet18(),
+            data,
+            args.recipe,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            resize=args.resize,
+            device=device,
+            seed=args.seed,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=not args.no_progress,
+            plot=False,
+            on_epoch=report,
+        )
+        if rank == 0:
+            metrics = {
+                "recipe": args.recipe,
+                "history": history,
+                "test_acc": history[-1]["test_acc"],
+                "processes": world,
+                "train_images": len(data.train_labels),
+                "test_images": len(data.test_labels),
+            }
+            _write_json(out / METRICS_FILE, metrics)
+            print(f"test accuracy {history[-1]['test_acc']:.4f}; wrote {out / METRICS_FILE}")
+    finally:
+        if started_here:
+            dist.destroy_process_group()
+    return 0
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

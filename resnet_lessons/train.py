@@ -1,0 +1,624 @@
+"""Training and evaluation: recipes, a progress bar, live curves, checkpoints, data parallel.
+
+:func:`fit` trains a model on a :class:`~resnet_lessons.data.FashionMNIST` and returns its
+history, one dict per epoch (``epoch, train_loss, train_acc, test_acc, seconds``), the
+numbers the lecture plots. Two recipes:
+
+* :data:`LECTURE`: the lecture's settings exactly (images resized to 96, plain SGD with
+  lr 0.05, batch 256, 10 epochs, Xavier initialisation as ``d2l.train_ch6`` does). About
+  two hours on a laptop CPU; minutes on a GPU.
+* :data:`FAST`: the *same* ResNet-18, tuned for a laptop CPU: native 28x28 images, a
+  one-cycle learning rate, label smoothing, SGD with Nesterov momentum and weight decay.
+  See ``benchmarks/README.md`` for what each choice gave.
+
+With ``torch.distributed`` initialised (``torchrun``), the model is wrapped in
+``DistributedDataParallel``: every rank draws the same shuffled order, trains on its share of
+every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .data import FashionMNIST, iterate_batches, prepare_batch
+from .runtime import default_device
+
+History = list[dict[str, float]]
+
+#: The keys of one history entry, in order.
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
+
+#: Checkpoint format version, stored in the file.
+CHECKPOINT_VERSION = 1
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+
+
+SCHEDULES = ("constant", "onecycle")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: every number :func:`fit` needs, with the reason for each default.
+
+    Change one field with ``dataclasses.replace(FAST, epochs=5)`` or the overrides of
+    :func:`fit` (``epochs=``, ``batch_size=``, ``lr=``, ``resize=``).
+    """
+
+    name: str = "custom"
+    epochs: int = 10  # passes over the 60000 training images
+    batch_size: int = 256  # images per optimizer step (summed over all ranks under torchrun)
+    lr: float = 0.05  # the learning rate (the peak learning rate with the one-cycle schedule)
+    resize: int | None = None  # side in pixels the 28x28 images are resized to; None keeps 28
+    momentum: float = 0.0  # SGD momentum; 0 is plain SGD
+    nesterov: bool = False  # Nesterov's look-ahead momentum
+    weight_decay: float = 0.0  # L2 penalty on the weights (not on BN and biases)
+    schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine down to ~0)
+    warmup: float = 0.25  # fraction of all steps spent warming up ("onecycle" only)
+    label_smoothing: float = 0.0  # target 1 - eps on the true class, eps/10 spread on all
+    xavier_init: bool = False  # re-initialise conv and linear weights as d2l.train_ch6 does
+    channels_last: bool = False  # NHWC memory layout for the convolutions
+    bf16: bool = False  # bfloat16 autocast for the forward pass on the CPU (fp32 weights)
+    eval_batch_size: int = 1000  # evaluation has no backward pass, so larger batches fit
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("eval_batch_size", self.eval_batch_size, 1)
+        if self.resize is not None:
+            _check_int("resize", self.resize, 1)
+        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number, got {value!r}.")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be above 0, got {self.lr}; the lecture uses 0.05.")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule={self.schedule!r} is not known; use one of {', '.join(SCHEDULES)}."
+            )
+
+
+#: The lecture's recipe, exactly: ``lr, num_epochs, batch_size = 0.05, 10, 256`` with
+#: ``load_data_fashion_mnist(batch_size, resize=96)`` and ``d2l.train_ch6`` (plain SGD,
+#: cross-entropy, Xavier-uniform weights). One difference: batches are normalised with the
+#: data set's mean and standard deviation (BN right after the first conv makes that nearly
+#: irrelevant).
+LECTURE = Recipe(
+    name="lecture",
+    epochs=10,  # the lecture's num_epochs
+    batch_size=256,  # the lecture's batch_size
+    lr=0.05,  # the lecture's lr, constant, plain SGD (momentum 0)
+    resize=96,  # load_data_fashion_mnist(batch_size, resize=96)
+    xavier_init=True,  # d2l.train_ch6 applies nn.init.xavier_uniform_ to convs and linears
+)
+
+#: The same ResNet-18 tuned for a laptop CPU (measured in ``benchmarks/README.md``).
+FAST = Recipe(
+    name="fast",
+    epochs=3,  # enough for >= 0.92 with the one-cycle schedule; each epoch costs ~1 minute
+    batch_size=128,  # more steps per epoch learn faster; 128 still keeps 2 cores busy
+    lr=0.2,  # peak of the one-cycle schedule; 0.1 learns slower, 0.4 is less stable
+    resize=None,  # native 28x28: 12x fewer pixels than 96x96 (the stem still leaves 7x7)
+    momentum=0.9,  # momentum averages the noisy gradients of small batches
+    nesterov=True,  # a small, free improvement over heavy-ball momentum
+    weight_decay=5e-4,  # the usual ResNet value; keeps BN-scaled weights from growing
+    schedule="onecycle",  # warm up then anneal: large steps early, fine steps at the end
+    warmup=0.2,  # a fifth of the steps warming up tames the first, unnormalised updates
+    label_smoothing=0.1,  # softer targets: better accuracy for short runs (measured)
+    channels_last=True,  # NHWC convolutions are faster in oneDNN on the CPU (measured)
+    bf16=False,  # bf16 autocast was not faster at 28x28 on this CPU (measured)
+)
+
+RECIPES: dict[str, Recipe] = {"lecture": LECTURE, "fast": FAST}
+
+
+def get_recipe(recipe: Recipe | str) -> Recipe:
+    """The recipe called ``recipe`` (``"lecture"`` or ``"fast"``), or ``recipe`` itself."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}.")
+    return RECIPES[recipe]
+
+
+# --------------------------------------------------------------------------- devices, ranks
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA, then MPS, then the CPU; otherwise check ``device`` exists."""
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use 'cpu'.")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device 'mps' was asked for but MPS is not available here; use 'cpu'.")
+    return device
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)``: ``(0, 1)`` unless ``torch.distributed`` is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, classic Notebook, VS Code, Colab).
+
+    False in a terminal, in plain IPython and under pytest (no kernel there).
+    """
+    if "IPython" not in sys.modules:  # a notebook kernel always has IPython imported
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    names = {cls.__name__ for cls in type(shell).__mro__}
+    return "ZMQInteractiveShell" in names or "IPKernelApp" in getattr(shell, "config", {})
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _autocast(device: torch.device, bf16: bool):
+    enabled = bf16 and device.type in ("cpu", "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    device: torch.device | str | None = None,
+    resize: int | None = None,
+    batch_size: int = 1000,
+    channels_last: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Class scores (logits) for uint8 images: ``(N, 1, 28, 28) -> (N, num_classes)``, float32,
+    on the CPU. The model is put in eval mode (BN uses its running statistics) and back."""
+    device = _model_device(model) if device is None else resolve_device(device)
+    _check_int("batch_size", batch_size, 1)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            x = prepare_batch(
+                images[start : start + batch_size],
+                device,
+                resize=resize,
+                channels_last=channels_last,
+            )
+            with _autocast(device, bf16):
+                out.append(model(x).float().cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        raise ValueError("predict got no images (shape[0] == 0).")
+    return torch.cat(out)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    **kwargs: Any,
+) -> float:
+    """Accuracy (fraction of correct top-1 predictions) on uint8 ``images`` ``(N, 1, 28, 28)``
+    with int64 ``labels`` ``(N,)``. Keyword arguments go to :func:`predict`."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"images and labels differ in length: {images.shape[0]} vs {labels.shape[0]}."
+        )
+    scores = predict(model, images, **kwargs)
+    return (scores.argmax(dim=1) == labels).float().mean().item()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: to a temporary file beside ``path``, then ``os.replace``,
+    so a run killed while writing leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit` (``weights_only=True``: tensors and plain data
+    only, nothing executed). Raises ``ValueError`` for a damaged or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train without resume first.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); delete it or train without "
+            "resume."
+        ) from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path} is not a resnet_lessons checkpoint (version {CHECKPOINT_VERSION})."
+        )
+    return state
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD; weight decay only on conv and linear weights (decaying BN scales and biases only
+    shrinks what BN re-normalises anyway)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate per step: constant, or one cycle (linear warm-up from lr/25 to lr over
+    ``warmup`` of the steps, then a cosine down to lr/25000)."""
+    total = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup = round(recipe.warmup * total)
+    start, end = 1 / 25, 1 / 25e3
+
+    def one_cycle(step: int) -> float:
+        if step < warmup:
+            return start + (1 - start) * step / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
+
+
+def _xavier_init(model: nn.Module) -> None:
+    """``d2l.train_ch6``'s initialisation: Xavier-uniform weights for convs and linears."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+
+
+def _share(batch: int, rank: int, world: int) -> slice:
+    """This rank's part of a global batch of ``batch`` images: contiguous, sizes differ by <= 1."""
+    base, extra = divmod(batch, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+class _LivePlot:
+    """The lecture's training curves in a notebook output, redrawn after every epoch."""
+
+    def __init__(self) -> None:
+        self.handle = None
+
+    def update(self, history: History) -> None:
+        from IPython.display import Image, display
+
+        from .plots import plot_history
+
+        figure = plot_history(history)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        image = Image(data=buffer.getvalue(), format="png")
+        if self.handle is None:
+            self.handle = display(image, display_id=True)
+        else:
+            self.handle.update(image)
+
+
+def fit(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe | str = "fast",
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    resize: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    plot: bool | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> History:
+    """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch.
+
+    Args:
+        model: takes ``(N, 1, S, S)`` normalised images, returns ``(N, 10)`` scores; moved
+            to ``device`` (and to channels_last when the recipe says so).
+        data: a :class:`~resnet_lessons.data.FashionMNIST` (or ``.subset(...)`` of one).
+        recipe: ``"fast"``, ``"lecture"`` or a :class:`Recipe`; ``epochs``, ``batch_size``,
+            ``lr`` and ``resize`` override its fields.
+        device: ``None``/``"auto"`` (CUDA, MPS, CPU), or a device.
+        seed: seeds the shuffling of every epoch (epoch ``e`` uses ``seed * 1000 + e``), so a
+            resumed run draws the same batches as an uninterrupted one.
+        checkpoint: a file written (atomically) after every epoch: model, optimizer,
+            scheduler, RNG state and history.
+        resume: continue from ``checkpoint`` at the epoch after the last one saved; the
+            recipe and data sizes must match the saved ones.
+        progress: show a tqdm progress bar (a widget in a notebook).
+        plot: draw the live curves; ``None`` draws them in a notebook only.
+        on_epoch: called with each new history entry (on rank 0).
+
+    Returns:
+        The history: one dict per epoch with ``epoch`` (1-based), ``train_loss`` (mean
+        cross-entropy, label smoothing included), ``train_acc`` (during training, in train
+        mode), ``test_acc`` and ``seconds`` (the epoch's wall time, evaluation included).
+        Under ``torchrun`` every rank returns the history of rank 0.
+    """
+    recipe = get_recipe(recipe)
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "resize": resize}
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if not isinstance(data, FashionMNIST):
+        raise TypeError(
+            f"data must be a FashionMNIST from load_fashion_mnist(), got {type(data).__name__}."
+        )
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<file> to resume from.")
+    _check_int("seed", seed, 0)
+    rank, world = distributed()
+    device = resolve_device(device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if recipe.batch_size < 2 * world:
+        raise ValueError(
+            f"batch_size={recipe.batch_size} leaves fewer than 2 images per process for "
+            f"{world} processes (BN needs 2); use batch_size >= {2 * world}."
+        )
+
+    model.to(device)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(model, recipe)
+    n_train = len(data.train_labels)
+    steps_per_epoch = sum(1 for n in _batch_sizes(n_train, recipe.batch_size) if n >= 2 * world)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{n_train} training images are too few for {world} processes.")
+    scheduler = _scheduler(optimizer, recipe, steps_per_epoch)
+    history: History = []
+    sizes = {"train": n_train, "test": len(data.test_labels)}
+    if resume:
+        state = load_checkpoint(checkpoint)
+        _check_resumable(state, recipe, sizes, seed, checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        history = [dict(entry) for entry in state["history"]]
+    elif recipe.xavier_init:
+        _xavier_init(model)
+
+    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # checked by the model's owner; tqdm and the plot only on rank 0
+    show = progress and rank == 0
+    live = _LivePlot() if rank == 0 and (in_notebook() if plot is None else plot) else None
+    if live is not None and history:
+        live.update(history)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=recipe.epochs * steps_per_epoch,
+        initial=len(history) * steps_per_epoch,
+        disable=not show,
+        desc=f"{recipe.name}",
+        unit="batch",
+        dynamic_ncols=True,
+        leave=True,
+    )
+    try:
+        for epoch in range(len(history) + 1, recipe.epochs + 1):
+            start = time.perf_counter()
+            loss, acc = _train_epoch(
+                trained, data, recipe, device, epoch, seed, optimizer, scheduler, rank, world, bar
+            )
+            test_acc = float("nan")
+            if rank == 0:
+                test_acc = evaluate(
+                    model,
+                    data.test_images,
+                    data.test_labels,
+                    device=device,
+                    resize=recipe.resize,
+                    batch_size=recipe.eval_batch_size,
+                    channels_last=recipe.channels_last,
+                    bf16=recipe.bf16,
+                )
+            entry = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "train_acc": acc,
+                "test_acc": test_acc,
+                "seconds": time.perf_counter() - start,
+            }
+            history.append(entry)
+            bar.set_postfix(loss=f"{loss:.3f}", train=f"{acc:.3f}", test=f"{test_acc:.3f}")
+            if rank == 0:
+                if checkpoint is not None:
+                    save_checkpoint(
+                        checkpoint,
+                        {
+                            "version": CHECKPOINT_VERSION,
+                            "recipe": dataclasses.asdict(recipe),
+                            "sizes": sizes,
+                            "seed": seed,
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "rng": _rng_state(),
+                            "history": history,
+                        },
+                    )
+                if live is not None:
+                    live.update(history)
+                if on_epoch is not None:
+                    on_epoch(entry)
+            if world > 1:
+                dist.barrier()  # the others wait for rank 0's evaluation and checkpoint
+    finally:
+        bar.close()
+    if world > 1:
+        shared = [history]
+        dist.broadcast_object_list(shared, src=0)
+        history = shared[0]
+    return history
+
+
+def _batch_sizes(n: int, batch_size: int) -> list[int]:
+    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
+
+
+def _train_epoch(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    device: torch.device,
+    epoch: int,
+    seed: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int,
+    world: int,
+    bar: Any,
+) -> tuple[float, float]:
+    """One pass over the training images; returns (mean loss, accuracy) over all ranks."""
+    model.train()
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)  # same order on every rank
+    batches = iterate_batches(
+        data.train_images, data.train_labels, recipe.batch_size, shuffle=True, generator=generator
+    )
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    for images, labels in batches:
+        n = labels.shape[0]
+        if n < 2 * world:  # a last batch too small to share: BN needs 2 images per rank
+            continue
+        part = _share(n, rank, world)
+        x = prepare_batch(
+            images[part], device, resize=recipe.resize, channels_last=recipe.channels_last
+        )  # (n / world, 1, S, S)
+        y = labels[part].to(device, non_blocking=True)
+        with _autocast(device, recipe.bf16):
+            scores = model(x)  # (n / world, 10)
+        losses = F.cross_entropy(
+            scores.float(), y, reduction="none", label_smoothing=recipe.label_smoothing
+        )
+        # sum / n * world: DDP averages gradients over ranks, so this gives the mean over
+        # the whole global batch even when the shares differ by one image
+        loss = losses.sum() * (world / n)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            loss_sum += losses.sum()
+            correct += (scores.argmax(1) == y).sum()
+        count += y.shape[0]
+        bar.update(1)
+    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(count, device=device)])
+    if world > 1:
+        on_gpu = dist.get_backend() == "nccl"  # nccl reduces GPU tensors, gloo CPU ones
+        totals = totals.to(device if on_gpu else "cpu")
+        dist.all_reduce(totals)
+    total_loss, total_correct, total_count = totals.tolist()
+    return total_loss / total_count, total_correct / total_count
+
+
+def _check_resumable(
+    state: dict[str, Any],
+    recipe: Recipe,
+    sizes: dict[str, int],
+    seed: int,
+    path: str | os.PathLike,
+) -> None:
+    saved = state["recipe"]
+    now = dataclasses.asdict(recipe)
+    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
+    if state["seed"] != seed:
+        changed.append(f"seed: {state['seed']} -> {seed}")
+    if state["sizes"] != sizes:
+        changed.append(f"data sizes: {state['sizes']} -> {sizes}")
+    if changed:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with other settings "
+            f"({'; '.join(changed)}). Use the same settings, or start a fresh run "
+            "(another checkpoint file, or without resume)."
+        )

@@ -1,0 +1,248 @@
+"""The command line: `python -m resnet_lessons train`, its errors, resume after a kill, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_lessons.__main__ import main
+from resnet_lessons.data import FILES, find_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--limit-train", "256", "--limit-test", "128", "--batch-size", "64", "--no-progress"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"  # the CPU is shared: one thread per process avoids thrashing
+    env.pop("RESNET_LESSONS_DEBUG", None)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_lessons", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "--epochs", "-1"], "--epochs: must be at least 1, got -1"),
+        (["train", "--epochs", "two"], "--epochs: expected a whole number, got 'two'"),
+        (["train", "--batch-size", "0"], "--batch-size: must be at least 1"),
+        (["train", "--lr", "-0.1"], "--lr: must be a finite number above 0"),
+        (["train", "--lr", "nan"], "--lr: must be a finite number above 0"),
+        (["train", "--resize", "-96"], "--resize"),
+        (["train", "--limit-train", "-5"], "--limit-train"),
+        (["train", "--seed", "-1"], "--seed: must be 0 or more"),
+        (["train", "--recipe", "slow"], "invalid choice: 'slow'"),
+        (["train", "--device", "tpu"], "invalid choice: 'tpu'"),
+        (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["fly"], "invalid choice: 'fly'"),
+        ([], "required: command"),
+    ],
+)
+def test_bad_flags_end_with_one_line(args, fragment, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(
+        subprocess.CompletedProcess(args, 2, captured.out, captured.err), fragment
+    )
+
+
+def test_bad_flags_in_a_real_process():
+    result = run_cli("train", "--epochs", "-1")
+    assert result.returncode == 2
+    assert_one_line_error(result, "--epochs: must be at least 1, got -1")
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--recipe", "--epochs", "--batch-size", "--lr", "--resize", "--limit-train",
+                 "--data-root", "--out", "--resume", "--device", "--seed"):  # fmt: skip
+        assert flag in help_text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda(tmp_path):
+    result = run_cli("train", "--device", "cuda", "--out", str(tmp_path), *SMALL)
+    assert result.returncode == 1
+    assert_one_line_error(result, "CUDA is not available")
+
+
+def test_too_many_images_asked_for(tmp_path):
+    result = run_cli("train", "--limit-train", "70000", "--out", str(tmp_path))
+    assert_one_line_error(result, "--limit-train 70000 is more than the 60000 images")
+
+
+def test_a_batch_too_small_for_batch_norm(tmp_path):
+    result = run_cli("train", "--batch-size", "1", "--out", str(tmp_path), *SMALL[:4])
+    assert_one_line_error(result, "batch_size=1")
+
+
+def _copy_data(to: Path) -> Path:
+    source = find_fashion_mnist(download=False)
+    to.mkdir()
+    for name, _ in FILES.values():
+        shutil.copy(source / f"{name}.gz", to / f"{name}.gz")
+    return to
+
+
+def test_corrupt_data_names_the_file(tmp_path):
+    folder = _copy_data(tmp_path / "data")
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:100])  # truncated download
+    result = run_cli("train", "--data-root", str(folder), "--out", str(tmp_path / "out"), *SMALL)
+    assert result.returncode == 1
+    assert_one_line_error(result, "t10k-labels-idx1-ubyte.gz")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_a_data_root_without_data(tmp_path):
+    result = run_cli("train", "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), *SMALL)
+    assert_one_line_error(result, f"--data-root {tmp_path}")
+
+
+def test_no_data_anywhere(tmp_path):
+    """Offline, nothing found: the one line says where it looked and how to get the data."""
+    code = (
+        "import pathlib, sys, torchvision.datasets as tv\n"
+        "import resnet_lessons.data as data\n"
+        "data.DEBIAN_DIR = pathlib.Path('/nonexistent/fashion-mnist')\n"
+        "def offline(self): raise RuntimeError('no internet')\n"
+        "tv.FashionMNIST.download = offline\n"
+        "from resnet_lessons.__main__ import main\n"
+        f"sys.exit(main(['train', '--out', 'out', *{SMALL!r}]))\n"
+    )
+    env = _env()
+    env.pop("RESNET_LESSONS_DATA", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert_one_line_error(result, "Fashion-MNIST not found", "apt-get install")
+
+
+def test_train_writes_metrics_and_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--recipe", "fast", "--epochs", "2", "--out", str(out), *SMALL)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"] == "fast"
+    assert [e["epoch"] for e in metrics["history"]] == [1, 2]
+    for entry in metrics["history"]:
+        assert set(entry) == {"epoch", "train_loss", "train_acc", "test_acc", "seconds"}
+        assert 0 <= entry["test_acc"] <= 1 and entry["seconds"] > 0
+    assert metrics["test_acc"] == metrics["history"][-1]["test_acc"]
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["history"] == metrics["history"]
+    assert result.stdout.count("epoch ") == 2  # --no-progress: one line per epoch
+
+
+def test_lecture_recipe_with_overrides(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", "--recipe", "lecture", "--epochs", "1", "--resize", "32", "--lr", "0.1",
+        "--seed", "3", "--out", str(out), *SMALL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"] == "lecture" and len(metrics["history"]) == 1
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "3", "--out", str(out), "--limit-train", "1536",
+            "--limit-test", "128", "--batch-size", "64", "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resnet_lessons", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up, like a closed laptop
+    process.communicate()
+    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    before = torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]
+    assert 1 <= len(before) < 3
+
+    result = run_cli(*args, "--resume")
+    assert result.returncode == 0, result.stderr
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert history[: len(before)] == before  # the epochs before the kill, intact
+    # only the epochs after the kill were trained again
+    assert result.stdout.count("epoch ") == 3 - len(before)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "resnet_lessons", "train", "--epochs", "2", "--out", str(out), *SMALL],
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stdout.count("wrote ") == 1  # rank 0 alone writes
+    assert result.stdout.count("epoch 1:") == 1  # ... and logs
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    assert [e["epoch"] for e in metrics["history"]] == [1, 2]
+    for entry in metrics["history"]:
+        # the loss and accuracy cover both ranks' shares of all 256 images
+        assert 0 < entry["train_loss"] < 20 and 0 <= entry["train_acc"] <= 1
+        assert 0 <= entry["test_acc"] <= 1
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert not any(key.startswith("module.") for key in state["model"])  # no DDP wrapper
+
+
+def test_figures_subcommand(tmp_path):
+    pytest.importorskip("resnet_lessons.diagrams")
+    from resnet_lessons import diagrams
+
+    if not hasattr(diagrams, "save_figures"):
+        pytest.skip("resnet_lessons.diagrams.save_figures is not written yet")
+    result = run_cli("figures", "--out", str(tmp_path / "img"))
+    assert result.returncode == 0, result.stderr
+    assert any((tmp_path / "img").iterdir())

@@ -1,0 +1,302 @@
+"""The trainer: recipes, fit's history, evaluation, checkpoints and resume, on small subsets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from resnet_lessons import resnet18, set_seed
+from resnet_lessons.data import load_fashion_mnist
+from resnet_lessons.train import (
+    FAST,
+    HISTORY_KEYS,
+    LECTURE,
+    Recipe,
+    _scheduler,
+    _share,
+    evaluate,
+    fit,
+    get_recipe,
+    in_notebook,
+    load_checkpoint,
+    predict,
+    resolve_device,
+    save_checkpoint,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The CPU is shared: one thread per process avoids OpenMP threads waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_fashion_mnist()
+
+
+@pytest.fixture(scope="module")
+def tiny(data):
+    return data.subset(256, 128)
+
+
+TINY = dataclasses.replace(FAST, epochs=2, batch_size=64)
+
+
+def test_lecture_recipe_is_the_lecture():
+    assert (LECTURE.resize, LECTURE.lr, LECTURE.epochs, LECTURE.batch_size) == (96, 0.05, 10, 256)
+    assert LECTURE.momentum == 0 and LECTURE.weight_decay == 0 and LECTURE.schedule == "constant"
+    assert LECTURE.label_smoothing == 0 and not LECTURE.bf16 and not LECTURE.channels_last
+    assert get_recipe("lecture") is LECTURE and get_recipe("fast") is FAST
+
+
+def test_fast_recipe_uses_native_size_and_a_schedule():
+    assert FAST.resize is None and FAST.schedule == "onecycle" and FAST.label_smoothing > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("epochs", 0, ValueError),
+        ("epochs", 2.5, TypeError),
+        ("batch_size", -1, ValueError),
+        ("lr", 0.0, ValueError),
+        ("lr", float("nan"), ValueError),
+        ("resize", 0, ValueError),
+        ("warmup", 1.0, ValueError),
+        ("label_smoothing", 1.0, ValueError),
+        ("schedule", "step", ValueError),
+    ],
+)
+def test_recipe_rejects_bad_values(field, value, error):
+    with pytest.raises(error, match=field):
+        dataclasses.replace(FAST, **{field: value})
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(ValueError, match="lecture, fast"):
+        get_recipe("slow")
+
+
+def test_recipes_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FAST.lr = 1.0  # type: ignore[misc]
+
+
+def test_one_cycle_schedule_warms_up_then_decays():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
+    recipe = dataclasses.replace(FAST, epochs=2, lr=0.2, warmup=0.25)
+    sched = _scheduler(opt, recipe, steps_per_epoch=10)  # 20 steps, 5 warming up
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.2 / 25)
+    assert max(lrs) == pytest.approx(0.2) and lrs.index(max(lrs)) == 5
+    assert all(a <= b for a, b in zip(lrs[:5], lrs[1:6], strict=True))
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False))
+    assert lrs[-1] == pytest.approx(0.2 / 25e3)
+
+
+def test_one_cycle_schedule_survives_a_single_step():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = _scheduler(opt, dataclasses.replace(FAST, epochs=1), steps_per_epoch=1)
+    opt.step()
+    sched.step()
+    assert math.isfinite(opt.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(("batch", "world"), [(256, 1), (256, 2), (7, 2), (10, 3), (5, 4)])
+def test_shares_cover_every_global_batch_once(batch, world):
+    parts = [_share(batch, rank, world) for rank in range(world)]
+    covered = [i for part in parts for i in range(batch)[part]]
+    assert covered == list(range(batch))
+    sizes = [part.stop - part.start for part in parts]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_fit_returns_one_entry_per_epoch(tiny):
+    set_seed(0)
+    history = fit(resnet18(), tiny, TINY, device="cpu", progress=False)
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    for entry in history:
+        assert tuple(entry) == HISTORY_KEYS
+        assert entry["train_loss"] > 0 and math.isfinite(entry["train_loss"])
+        assert 0 <= entry["train_acc"] <= 1 and 0 <= entry["test_acc"] <= 1
+        assert entry["seconds"] > 0
+
+
+def test_overrides_change_the_recipe(tiny):
+    set_seed(0)
+    seen = []
+    history = fit(
+        resnet18(),
+        tiny,
+        "lecture",
+        epochs=1,
+        batch_size=128,
+        resize=32,
+        progress=False,
+        on_epoch=seen.append,
+    )
+    assert len(history) == 1 and seen == history
+
+
+@pytest.mark.slow
+def test_fit_learns(data):
+    set_seed(0)
+    small = data.subset(3000, 500)
+    history = fit(resnet18(), small, dataclasses.replace(FAST, epochs=3), progress=False)
+    # 10 classes: guessing gives 0.1; three short epochs on 3000 images reach ~0.75
+    assert history[-1]["test_acc"] > 0.6
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_predict_and_evaluate(tiny):
+    set_seed(0)
+    model = resnet18()
+    model.train()
+    scores = predict(model, tiny.test_images[:10], batch_size=4)
+    assert scores.shape == (10, 10) and scores.dtype == torch.float32
+    assert model.training  # the mode is restored
+    acc = evaluate(model, tiny.test_images[:10], tiny.test_labels[:10], batch_size=4)
+    expected = (scores.argmax(1) == tiny.test_labels[:10]).float().mean().item()
+    assert acc == pytest.approx(expected)
+    with pytest.raises(ValueError, match="differ in length"):
+        evaluate(model, tiny.test_images[:10], tiny.test_labels[:9])
+
+
+def test_checkpoint_is_plain_data_and_written_atomically(tiny, tmp_path):
+    set_seed(0)
+    path = tmp_path / "run" / "checkpoint.pt"
+    history = fit(resnet18(), tiny, TINY, progress=False, checkpoint=path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]  # no temp file
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert state["history"] == history
+    assert set(state) >= {"model", "optimizer", "scheduler", "rng", "recipe", "history"}
+    model = resnet18()
+    model.load_state_dict(state["model"])
+
+
+def test_resume_continues_the_interrupted_run(tiny, tmp_path):
+    set_seed(0)
+    straight = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "a.pt")
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(entry):
+        if entry["epoch"] == 1:
+            raise Killed
+
+    set_seed(0)
+    with pytest.raises(Killed):
+        fit(
+            resnet18(),
+            tiny,
+            TINY,
+            progress=False,
+            checkpoint=tmp_path / "b.pt",
+            on_epoch=kill_after_first,
+        )
+    assert [e["epoch"] for e in load_checkpoint(tmp_path / "b.pt")["history"]] == [1]
+    set_seed(123)  # a different fresh model and RNG: the checkpoint must restore both
+    resumed = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "b.pt", resume=True)
+    assert [e["epoch"] for e in resumed] == [1, 2]
+    for a, b in zip(straight, resumed, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["train_acc"] == pytest.approx(a["train_acc"], abs=1e-6)
+        assert b["test_acc"] == pytest.approx(a["test_acc"], abs=1e-6)
+
+
+def test_resume_of_a_finished_run_returns_its_history(tiny, tmp_path):
+    set_seed(0)
+    history = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "c.pt")
+    again = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "c.pt", resume=True)
+    assert again == history
+
+
+def test_resume_with_other_settings_is_refused(tiny, tmp_path):
+    set_seed(0)
+    fit(resnet18(), tiny, TINY, epochs=1, progress=False, checkpoint=tmp_path / "d.pt")
+    with pytest.raises(ValueError, match=r"lr: 0.2 -> 0.1"):
+        fit(
+            resnet18(),
+            tiny,
+            TINY,
+            epochs=1,
+            lr=0.1,
+            progress=False,
+            checkpoint=tmp_path / "d.pt",
+            resume=True,
+        )
+    with pytest.raises(ValueError, match="data sizes"):
+        fit(
+            resnet18(),
+            tiny.subset(128),
+            TINY,
+            epochs=1,
+            progress=False,
+            checkpoint=tmp_path / "d.pt",
+            resume=True,
+        )
+
+
+def test_bad_checkpoints_are_reported(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    save_checkpoint(tmp_path / "other.pt", {"weights": torch.zeros(2)})
+    with pytest.raises(ValueError, match="not a resnet_lessons checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_fit_checks_its_arguments(tiny):
+    with pytest.raises(TypeError, match="FashionMNIST"):
+        fit(resnet18(), (tiny.train_images, tiny.train_labels), TINY)
+    with pytest.raises(ValueError, match="checkpoint"):
+        fit(resnet18(), tiny, TINY, resume=True)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(resnet18(), tiny, TINY, epochs=0)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        fit(resnet18(), tiny, TINY, batch_size=1)
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert isinstance(resolve_device(None), torch.device)
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_no_live_plot_outside_a_notebook():
+    assert not in_notebook()
+
+
+def test_recipe_defaults_are_documented():
+    """Every field of Recipe carries its reason inline (the nanoGPT style)."""
+    import inspect
+
+    source = inspect.getsource(Recipe)
+    for field in dataclasses.fields(Recipe):
+        line = next(line for line in source.splitlines() if line.strip().startswith(field.name))
+        assert "#" in line, f"Recipe.{field.name} has no comment saying why"
+
+
+def test_recipe_equals_itself_after_a_round_trip():
+    recipe = Recipe(**dataclasses.asdict(FAST))
+    assert recipe == FAST
