@@ -400,7 +400,7 @@ class ResidualShape:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td style='text-align:left'>{html.escape(step)}</td>"
+            f"<tr><td style='text-align:left; padding-right:1.5em'>{html.escape(step)}</td>"
             f"<td style='text-align:left'><code>{html.escape(formula)}</code></td></tr>"
             for step, formula in self.formulas
         )
@@ -419,7 +419,8 @@ class ResidualShape:
                 f"<b>ValueError</b>: {html.escape(self.error)}</div>"
             )
         return (
-            f"<div class='residual-shape'><p><code>{html.escape(self.call)}</code> on "
+            f"<div class='residual-shape' style='line-height:1.5'>"
+            f"<p><code>{html.escape(self.call)}</code> on "
             f"<code>{_fmt_shape(self.input_shape)}</code>: H and W follow "
             "<code>floor((H + 2p - k) / s) + 1</code></p>"
             f"<table><tbody>{rows}</tbody></table>{verdict}</div>"
@@ -527,7 +528,8 @@ class ResNetShapes:
             f"{html.escape(note)}</div>"
             for note in self.notes
         )
-        return f"<div class='resnet-shapes'>{body}{notes}</div>"
+        style = "<style>.resnet-shapes td, .resnet-shapes th {padding: 1px 0.8em 1px 0}</style>"
+        return f"<div class='resnet-shapes' style='line-height:1.5'>{style}{body}{notes}</div>"
 
 
 def _downsamples(module: nn.Module) -> bool:

@@ -37,6 +37,15 @@ def _slider(description: str, value: int, low: int, high: int) -> widgets.IntSli
     )
 
 
+def _model_name(model: nn.Module) -> str:
+    """``"ResNet-18"`` for the package's ResNets (weighted layers: 2 or 3 per block + 2)."""
+    block, counts = getattr(model, "block", None), getattr(model, "num_residuals", None)
+    if block is None or counts is None:
+        return type(model).__name__
+    per_block = 3 if getattr(block, "expansion", 1) == 4 else 2
+    return f"ResNet-{per_block * sum(counts) + 2}"
+
+
 class ResidualExplorer(widgets.VBox):
     """Sliders and checkbox for one ``Residual`` block, the output shape and the formulas.
 
@@ -65,7 +74,10 @@ class ResidualExplorer(widgets.VBox):
         out_slider = _slider("out channels", out_channels, 1, 64)
         stride_slider = _slider("stride", stride, 1, 4)
         conv1x1_box = widgets.Checkbox(
-            value=use_1x1conv, description="1x1 conv on the shortcut (use_1x1conv)", indent=False
+            value=use_1x1conv,
+            description="1x1 conv on the shortcut (use_1x1conv)",
+            indent=False,
+            layout=widgets.Layout(width="30em", margin="2px 0 2px 8.5em"),  # under the sliders
         )
         readout = widgets.Label()
         readout.add_class("shape-readout")
@@ -147,7 +159,7 @@ class ResNetExplorer(widgets.VBox):
         table = widgets.HTML()
         table.add_class("resnet-table")
         title = widgets.HTML(
-            f"<b>{type(self.model).__name__}</b>: the output shape of each stage "
+            f"<b>{_model_name(self.model)}</b>: the output shape of each stage "
             "for a square input image"
         )
         super().__init__(children=[title, size_slider, summary, table])
@@ -162,7 +174,7 @@ class ResNetExplorer(widgets.VBox):
 
     def __repr__(self) -> str:
         # What a notebook shows where the sliders cannot be drawn (no kernel, untrusted).
-        return f"{type(self.model).__name__} explorer (run the cell): {self.summary.value}"
+        return f"{_model_name(self.model)} explorer (run the cell): {self.summary.value}"
 
     def _update(self, change: object = None) -> None:
         self._show(resnet_shapes(self.size_slider.value, self.model, batch_size=self.batch_size))

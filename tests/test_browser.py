@@ -32,8 +32,6 @@ import pytest
 
 from resnet_lessons import conv_formula, conv_output_size
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "02_stride_and_channels.ipynb"
 CHROMIUM = "/usr/bin/chromium"
@@ -61,14 +59,29 @@ def missing_browser() -> str | None:
     return "; ".join(reasons) or None
 
 
-@pytest.fixture(scope="module")
-def browser_available() -> None:
+def require_browser() -> None:
+    """Skip when Chromium or playwright is missing; under CI (``CI=true``) fail instead."""
     reason = missing_browser()
     if reason is None:
         return
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true, so the browser test must run, but it cannot: {reason}")
     pytest.skip(f"browser test skipped: {reason}")
+
+
+@pytest.fixture(scope="module")
+def browser_available() -> None:
+    require_browser()
+
+
+def test_missing_chromium_skips_on_a_laptop_but_fails_under_ci(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true.*/nonexistent/chromium"):
+        require_browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="/nonexistent/chromium not found"):
+        require_browser()
 
 
 def free_port() -> int:
@@ -246,6 +259,8 @@ def _slider(explorer, description: str):
 
 
 def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", timeout=STEP_MS)
     panel = page.locator(".jp-NotebookPanel")
     panel.wait_for(timeout=STEP_MS)
@@ -298,11 +313,19 @@ def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
     after = before + 1
     h = conv_output_size(size, 3, after, 1)  # floor((H + 2*1 - 3) / stride) + 1
     expected = f"({batch}, {channels}, {h}, {h})"
-    page.wait_for_function(
-        "expected => document.querySelector('.shape-readout').textContent.trim() === expected",
-        arg=expected,
-        timeout=STEP_MS,
-    )
+    try:
+        page.wait_for_function(
+            "expected => document.querySelector('.shape-readout').textContent.trim() === expected",
+            arg=expected,
+            timeout=STEP_MS,
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"after moving stride {before} -> {after} on a {size}x{size} input the readout "
+            f"shows {readout.text_content()!r}, not {expected!r} (floor(({size} + 2*1 - 3) / "
+            f"{after}) + 1 = {h}); the stride slider reads "
+            f"{stride.locator('.widget-readout').text_content()!r}"
+        ) from None
     round_trip_ms = 1000 * (time.perf_counter() - start)
     assert stride.locator(".widget-readout").text_content() == str(after)
     assert readout.text_content().strip() == expected
@@ -311,6 +334,8 @@ def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
     return {"size": size, "stride": (before, after), "readout": expected, "ms": round_trip_ms}
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_stride_slider_updates_the_shape_readout(jupyterlab, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -17,6 +17,7 @@ from resnet_lessons import (
     conv_output_size,
     residual_shape,
     resnet18,
+    resnet50,
     resnet_shapes,
     trace_shapes,
 )
@@ -287,6 +288,17 @@ def test_resnet_explorer_builds_the_model_once_and_updates_the_table(capsys):
     explorer.size_slider.value = 7
     assert "stage3 gets a 1x1 feature map" in explorer.table.value
     assert capsys.readouterr() == ("", "")
+    assert "<b>ResNet-18</b>" in explorer.children[0].value
+    assert repr(explorer) == f"ResNet-18 explorer (run the cell): {explorer.summary.value}"
+
+
+def test_explorers_name_the_network_and_show_the_shape_without_a_kernel():
+    assert "<b>ResNet-50</b>" in resnet_explorer(model=resnet50()).children[0].value
+    block = residual_explorer(6, 3, 6, 2, True)
+    # The text a notebook shows where the sliders cannot be drawn (e.g. not yet run).
+    assert block._repr_mimebundle_()["text/plain"] == (
+        "residual block explorer (run the cell): (4, 6, 3, 3)"
+    )
 
 
 def test_resnet_explorer_shows_the_error_for_an_input_that_does_not_fit():
