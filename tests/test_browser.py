@@ -274,17 +274,21 @@ def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
         timeout=STEP_MS,
     )
     _menu(page, "Run", "Run All Cells")
+    # Done when every code cell has its execution count, or a cell failed (Run All stops).
     page.wait_for_function(
         """() => {
-            const prompts = [...document.querySelectorAll(
-                '.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')];
-            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            const panel = document.querySelector('.jp-NotebookPanel');
+            const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
+            const failed = panel.querySelector(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']");
+            return failed || (prompts.length > 0
+                              && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)));
         }""",
         timeout=STEP_MS,
     )
     _wait_for_idle_kernel(page)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    assert errors.count() == 0, "a cell wrote to stderr: " + " | ".join(errors.all_inner_texts())
+    assert errors.count() == 0, "a cell wrote to stderr: " + " | ".join(errors.all_text_contents())
 
     readout = page.locator(".shape-readout")
     readout.wait_for(timeout=STEP_MS)
