@@ -11,7 +11,10 @@ PYTEST_ARGS ?=
 
 .PHONY: lab test lint figures clean
 
+# Trusting the course's own notebooks lets JupyterLab draw their saved widgets
+# (the sliders of notebook 02) before any cell has run.
 lab: $(VENV)/.installed-lab
+	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab notebooks/
 
 # Threads sleep instead of spinning while they wait: the tests run several PyTorch
