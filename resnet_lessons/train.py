@@ -364,7 +364,8 @@ def _share(batch: int, rank: int, world: int) -> slice:
 class _LivePlot:
     """The lecture's training curves in a notebook output, redrawn after every epoch."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_epochs: int) -> None:
+        self.num_epochs = num_epochs  # fixed x range: the axes do not jump while training
         self.handle = None
 
     def update(self, history: History) -> None:
@@ -372,7 +373,7 @@ class _LivePlot:
 
         from .plots import plot_history
 
-        figure = plot_history(history)
+        figure = plot_history(history, num_epochs=self.num_epochs)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", bbox_inches="tight")
         image = Image(data=buffer.getvalue(), format="png")
@@ -467,9 +468,10 @@ def fit(
         _xavier_init(model)
 
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    # checked by the model's owner; tqdm and the plot only on rank 0
+    # the progress bar and the plot only on rank 0
     show = progress and rank == 0
-    live = _LivePlot() if rank == 0 and (in_notebook() if plot is None else plot) else None
+    draw = in_notebook() if plot is None else plot
+    live = _LivePlot(recipe.epochs) if rank == 0 and draw else None
     if live is not None and history:
         live.update(history)
     from tqdm.auto import tqdm

@@ -283,8 +283,20 @@ def test_devices():
             resolve_device("cuda")
 
 
-def test_no_live_plot_outside_a_notebook():
+def test_no_live_plot_outside_a_notebook(tiny, capsys):
     assert not in_notebook()
+    set_seed(0)
+    fit(resnet18(), tiny, TINY, epochs=1, progress=False)
+    assert "Image" not in capsys.readouterr().out
+
+
+def test_live_plot_when_asked(tiny, capsys):
+    """plot=True draws the curves with IPython's display (here, outside a kernel, as text)."""
+    pytest.importorskip("IPython")
+    set_seed(0)
+    fit(resnet18(), tiny, TINY, progress=False, plot=True)
+    out = capsys.readouterr().out
+    assert out.count("IPython.core.display.Image") == 2  # shown, then updated, once per epoch
 
 
 def test_recipe_defaults_are_documented():
