@@ -370,7 +370,11 @@ def prepare_batch(
     if resize is not None and resize < 1:
         raise ValueError(f"resize must be at least 1 pixel, got {resize}.")
 
-    x = images if device is None else images.to(device, non_blocking=True)
+    if device is not None:
+        device = torch.device(device)
+        # non_blocking overlaps the copy with compute on CUDA; elsewhere it buys nothing
+        images = images.to(device, non_blocking=device.type == "cuda")
+    x = images
     # Arithmetic in float32 (bf16 loses the small differences), then cast once at the end.
     x = x.to(torch.float32).div_(255.0).sub_(MEAN).div_(STD)  # (N, C, H, W)
     if resize is not None and tuple(x.shape[-2:]) != (resize, resize):
