@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 from torch import nn
 
-from .network import resnet18
+from .network import ResNet, resnet18
 from .shapes import ResidualShape, ResNetShapes, _fmt_shape, residual_shape, resnet_shapes
 
 _STYLE = {"description_width": "8em"}
@@ -38,12 +38,8 @@ def _slider(description: str, value: int, low: int, high: int) -> widgets.IntSli
 
 
 def _model_name(model: nn.Module) -> str:
-    """``"ResNet-18"`` for the package's ResNets (weighted layers: 2 or 3 per block + 2)."""
-    block, counts = getattr(model, "block", None), getattr(model, "num_residuals", None)
-    if block is None or counts is None:
-        return type(model).__name__
-    per_block = 3 if getattr(block, "expansion", 1) == 4 else 2
-    return f"ResNet-{per_block * sum(counts) + 2}"
+    """``"ResNet-18"`` for the package's ResNets, else the class name."""
+    return f"ResNet-{model.depth}" if isinstance(model, ResNet) else type(model).__name__
 
 
 class ResidualExplorer(widgets.VBox):
