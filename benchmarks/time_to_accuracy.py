@@ -33,6 +33,12 @@ THRESHOLDS = (0.90, 0.91, 0.92)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="fast", choices=("fast", "lecture"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS for the run (default: torch's choice, one per core); use 1 when "
+        "other processes keep a core busy: two threads sharing one core wait on each other",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default results/...)")
     parser.add_argument("train_args", nargs="*", help="more flags for the train command")
     args = parser.parse_args(argv)
@@ -40,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     before = machine()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable, "-m", "resnet_lessons", "train", "--recipe", args.recipe,
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "time_to_accuracy",
         "recipe": args.recipe,
         "train_args": args.train_args,
+        "threads": args.threads,
         "wall_seconds": wall,
         "startup_seconds": startup,
         "final_test_acc": metrics["test_acc"],

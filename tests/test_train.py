@@ -23,6 +23,7 @@ from resnet_lessons.train import (
     get_recipe,
     in_notebook,
     load_checkpoint,
+    native_bf16,
     predict,
     resolve_device,
     save_checkpoint,
@@ -228,13 +229,13 @@ def test_resume_of_a_finished_run_returns_its_history(tiny, tmp_path):
 def test_resume_with_other_settings_is_refused(tiny, tmp_path):
     set_seed(0)
     fit(resnet18(), tiny, TINY, epochs=1, progress=False, checkpoint=tmp_path / "d.pt")
-    with pytest.raises(ValueError, match=r"lr: 0.2 -> 0.1"):
+    with pytest.raises(ValueError, match=r"lr: 0.1 -> 0.05"):
         fit(
             resnet18(),
             tiny,
             TINY,
             epochs=1,
-            lr=0.1,
+            lr=0.05,
             progress=False,
             checkpoint=tmp_path / "d.pt",
             resume=True,
@@ -281,6 +282,18 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_bf16_only_where_it_is_native():
+    assert native_bf16("meta") is False  # emulated bf16 would be slower than float32
+    assert isinstance(native_bf16("cpu"), bool)
+
+
+def test_training_with_flips(tiny):
+    """flip=True mirrors random images of every batch (on the device) and still trains."""
+    set_seed(0)
+    history = fit(resnet18(), tiny, dataclasses.replace(TINY, flip=True), progress=False)
+    assert len(history) == 2 and math.isfinite(history[-1]["train_loss"])
 
 
 def test_no_live_plot_outside_a_notebook(tiny, capsys):
