@@ -420,7 +420,9 @@ def fit(
 
     Args:
         model: takes ``(N, 1, S, S)`` normalised images, returns ``(N, 10)`` scores; moved
-            to ``device`` (and to channels_last when the recipe says so).
+            to ``device`` (and to channels_last when the recipe says so). With the lecture
+            recipe (``xavier_init``) its conv and linear weights are re-initialised first,
+            as ``d2l.train_ch6`` does.
         data: a :class:`~resnet_lessons.data.FashionMNIST` (or ``.subset(...)`` of one).
         recipe: ``"fast"``, ``"lecture"`` or a :class:`Recipe`; ``epochs``, ``batch_size``,
             ``lr`` and ``resize`` override its fields.
