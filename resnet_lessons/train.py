@@ -502,6 +502,10 @@ def fit(
         unit="batch",
         dynamic_ncols=True,
         leave=True,
+        # At most one update a second: in a notebook each update is a widget message, and
+        # thousands of them over a few minutes overflow the kernel's output queue (nbval
+        # then loses the end-of-cell message and fails the cell).
+        mininterval=1.0,
     )
     try:
         for epoch in range(len(history) + 1, recipe.epochs + 1):
