@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import check_int
+
 Variant = Literal["lecture", "torchvision"]
 VARIANTS: tuple[str, ...] = ("lecture", "torchvision")
 
@@ -34,13 +36,6 @@ def check_variant(variant: str) -> None:
             f"variant={variant!r} is not known; use one of {', '.join(map(repr, VARIANTS))} "
             "('lecture' is the lecture's network, 'torchvision' matches torchvision.models)."
         )
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}.")
 
 
 def check_shortcut(
@@ -118,9 +113,9 @@ class Residual(nn.Module):
         variant: Variant = "lecture",
     ) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("stride", stride)
+        check_int("in_channels", in_channels)
+        check_int("out_channels", out_channels)
+        check_int("stride", stride)
         check_variant(variant)
         check_shortcut("Residual", in_channels, out_channels, use_1x1conv, stride)
         self.in_channels = in_channels
@@ -175,9 +170,9 @@ class Bottleneck(nn.Module):
         variant: Variant = "lecture",
     ) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("mid_channels", mid_channels)
-        _check_positive_int("stride", stride)
+        check_int("in_channels", in_channels)
+        check_int("mid_channels", mid_channels)
+        check_int("stride", stride)
         check_variant(variant)
         out_channels = mid_channels * self.expansion
         check_shortcut("Bottleneck", in_channels, out_channels, use_1x1conv, stride)

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import Bottleneck, Residual, Variant, _check_positive_int, check_variant
+from ._checks import check_int
+from .blocks import Bottleneck, Residual, Variant, check_variant
 
 BlockType = type[Residual] | type[Bottleneck]
 
@@ -49,7 +50,7 @@ def stem(in_channels: int = 1, *, variant: Variant = "lecture") -> nn.Sequential
     Shapes: ``(N, in_channels, H, W) -> (N, 64, H / 4, W / 4)`` (rounded up), e.g.
     ``(1, 1, 224, 224) -> (1, 64, 56, 56)``.
     """
-    _check_positive_int("in_channels", in_channels)
+    check_int("in_channels", in_channels)
     check_variant(variant)
     return nn.Sequential(
         nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=variant == "lecture"),
@@ -82,9 +83,9 @@ def resnet_block(
     Shapes: ``(N, in_channels, H, W) -> (N, out_channels * expansion, H', W')`` with
     ``H' = H`` if ``first_block`` else ``ceil(H / 2)``.
     """
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("out_channels", out_channels)
-    _check_positive_int("num_residuals", num_residuals)
+    check_int("in_channels", in_channels)
+    check_int("out_channels", out_channels)
+    check_int("num_residuals", num_residuals)
     blocks = []
     channels = in_channels
     for i in range(num_residuals):
@@ -128,7 +129,7 @@ class ResNet(nn.Sequential):
                 f"num_residuals needs one count per stage ({len(STAGE_CHANNELS)} stages), "
                 f"got {len(num_residuals)}: {tuple(num_residuals)}. ResNet-18 uses (2, 2, 2, 2)."
             )
-        _check_positive_int("num_classes", num_classes)
+        check_int("num_classes", num_classes)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["stem"] = stem(in_channels, variant=variant)
         channels = 64

@@ -17,18 +17,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._checks import check_int
 from .blocks import check_shortcut
 
 #: Modules that only group other modules; traces look inside them.
 CONTAINERS: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
-    return value
 
 
 def conv_output_size(
@@ -46,11 +39,11 @@ def conv_output_size(
     Raises ``ValueError`` when an argument is out of range or the kernel does
     not fit in the padded input (the result would be below 1).
     """
-    _check_int("size", size, 1)
-    _check_int("kernel_size", kernel_size, 1)
-    _check_int("stride", stride, 1)
-    _check_int("padding", padding, 0)
-    _check_int("dilation", dilation, 1)
+    check_int("size", size, 1)
+    check_int("kernel_size", kernel_size, 1)
+    check_int("stride", stride, 1)
+    check_int("padding", padding, 0)
+    check_int("dilation", dilation, 1)
     extent = dilation * (kernel_size - 1) + 1  # how many input pixels one output sees
     out = (size + 2 * padding - extent) // stride + 1
     if out < 1:
@@ -271,7 +264,7 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int], depth: int = 1) -
     example an image too small for a kernel, or the wrong number of channels).
     """
     shape = _check_input_shape(input_shape)
-    _check_int("depth", depth, 1)
+    check_int("depth", depth, 1)
     watched = _modules_at_depth(model, depth)
     shapes = _run_on_meta(model, shape, watched)
     rows = [
@@ -456,7 +449,7 @@ def residual_shape(
         ("stride", stride),
         ("batch_size", batch_size),
     ):
-        _check_int(name, value, 1)
+        check_int(name, value, 1)
     if not isinstance(use_1x1conv, bool):
         raise TypeError(f"use_1x1conv must be True or False, got {use_1x1conv!r}.")
     h1 = conv_output_size(size, 3, stride, 1)
@@ -562,15 +555,15 @@ def resnet_shapes(
     stage that cannot halve anything any more. Arguments that are not sizes at
     all (0, negative, not whole numbers) raise.
     """
-    _check_int("size", size, 1)
-    _check_int("batch_size", batch_size, 1)
+    check_int("size", size, 1)
+    check_int("batch_size", batch_size, 1)
     if model is None:
         from .network import resnet18
 
         model = resnet18(in_channels=1 if in_channels is None else in_channels)
     if in_channels is None:
         in_channels = getattr(model, "in_channels", 1)
-    _check_int("in_channels", in_channels, 1)
+    check_int("in_channels", in_channels, 1)
     shape = (batch_size, in_channels, size, size)
     try:
         table = trace_shapes(model, shape)

@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_int
 from .data import FashionMNIST, iterate_batches, prepare_batch
 from .runtime import default_device
 
@@ -46,13 +47,6 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
 
 #: Checkpoint format version, stored in the file.
 CHECKPOINT_VERSION = 1
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
 
 
 SCHEDULES = ("constant", "onecycle")
@@ -84,11 +78,11 @@ class Recipe:
     eval_batch_size: int = 1000  # evaluation has no backward pass, so larger batches fit
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
         if self.resize is not None:
-            _check_int("resize", self.resize, 1)
+            check_int("resize", self.resize, 1)
         for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -233,7 +227,7 @@ def predict(
     """Class scores (logits) for uint8 images: ``(N, 1, 28, 28) -> (N, num_classes)``, float32,
     on the CPU. The model is put in eval mode (BN uses its running statistics) and back."""
     device = _model_device(model) if device is None else resolve_device(device)
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
     was_training = model.training
     model.eval()
     out = []
@@ -452,7 +446,7 @@ def fit(
         )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<file> to resume from.")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     rank, world = distributed()
     device = resolve_device(device)
     if world > 1 and device.type == "cuda" and device.index is None:

@@ -61,7 +61,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         (["train", "--lr", "nan"], "--lr: must be a finite number above 0"),
         (["train", "--resize", "-96"], "--resize"),
         (["train", "--limit-train", "-5"], "--limit-train"),
-        (["train", "--seed", "-1"], "--seed: must be 0 or more"),
+        (["train", "--seed", "-1"], "--seed: must be at least 0, got -1"),
         (["train", "--recipe", "slow"], "invalid choice: 'slow'"),
         (["train", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
