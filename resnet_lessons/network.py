@@ -161,7 +161,18 @@ class ResNet(nn.Sequential):
                     else "; add a batch dimension with x.unsqueeze(0) for a single image."
                 )
             )
-        return super().forward(x)
+        try:
+            return super().forward(x)
+        except ValueError as err:
+            if "more than 1 value per channel" not in str(err):
+                raise
+            raise ValueError(
+                f"batch norm in training mode needs more than one value per channel, but a "
+                f"batch of {x.shape[0]} image(s) of {x.shape[2]}x{x.shape[3]} shrinks to "
+                f"{str(err).rsplit('size ', 1)[-1]} on the way. Fix: call model.eval() "
+                "before predicting single images, or train with batches of 2 or more images "
+                "(or larger images)."
+            ) from None
 
     @property
     def depth(self) -> int:

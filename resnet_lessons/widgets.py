@@ -189,33 +189,6 @@ class ResNetExplorer(widgets.VBox):
         self.table.value = result._repr_html_()
 
 
-def residual_explorer(
-    size: int = 6,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    stride: int = 1,
-    use_1x1conv: bool = False,
-    *,
-    batch_size: int = 4,
-) -> ResidualExplorer:
-    """A live explorer for ``Residual(in_channels, out_channels, use_1x1conv, stride)`` on
-    ``(batch_size, in_channels, size, size)`` inputs: display it in a notebook cell.
-
-    The readout (CSS class ``shape-readout``) shows the output shape
-    ``(N, C_out, floor((H + 2*1 - 3) / stride) + 1, ...)``; below it, the formula
-    for each path and, when the block cannot be built, the error it raises.
-    """
-    return ResidualExplorer(
-        size, in_channels, out_channels, stride, use_1x1conv, batch_size=batch_size
-    )
-
-
-def resnet_explorer(
-    size: int = 224, model: nn.Module | None = None, *, batch_size: int = 1
-) -> ResNetExplorer:
-    """A live per-stage shape table of ``model`` (default ``resnet18()``) over an input-size
-    slider: ``(batch_size, C, size, size) -> ... -> (batch_size, num_classes)``.
-
-    The model is built once; each slider move traces it on the meta device.
-    """
-    return ResNetExplorer(size, model, batch_size=batch_size)
+# The explorers are their own factories: ``residual_explorer(size=6, ...)`` builds one.
+residual_explorer = ResidualExplorer
+resnet_explorer = ResNetExplorer

@@ -178,6 +178,13 @@ def test_forward_missing_batch_dimension():
         resnet18()(torch.zeros(1, 28, 28))
 
 
+def test_single_small_image_in_training_mode_explains_eval():
+    model = resnet18()
+    with pytest.raises(ValueError, match=r"batch of 1 image\(s\) of 28x28.*model\.eval\(\)"):
+        model(torch.zeros(1, 1, 28, 28))
+    assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
 def test_resnet_argument_checks():
     with pytest.raises(ValueError, match="one count per stage"):
         ResNet(Residual, (2, 2, 2))
