@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # (the sliders of notebook 02) before any cell has run.
 lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter trust notebooks/*.ipynb
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Threads sleep instead of spinning while they wait: the tests run several PyTorch
 # processes at once (notebook kernels, torchrun), and spinning threads on a busy
