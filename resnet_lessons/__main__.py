@@ -145,7 +145,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import resnet18, set_seed
     from .data import find_fashion_mnist, load_fashion_mnist
-    from .train import fit, resolve_device
+    from .train import distributed, fit, resolve_device
 
     device = resolve_device(args.device)  # before anything slow: a clear error for 'cuda'
     out = Path(args.out)
@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         started_here = True
     try:
-        rank = dist.get_rank() if dist.is_initialized() else 0
+        rank, _ = distributed()
         if args.data_root is not None:
             root = Path(args.data_root).resolve()
             found = find_fashion_mnist(root).resolve()
