@@ -2,10 +2,13 @@
 
 * :func:`residual_explorer`: one :class:`~resnet_lessons.Residual` block. Sliders for
   the input size, the channels in and out and the stride, a checkbox for the 1x1
-  conv; it shows the output shape ``(N, C, H, W)``, the formula with the numbers
-  filled in, and the error text for a block that cannot be built.
+  conv; it shows the output shape ``(N, C, H, W)``, the stride picture (where the 3x3
+  kernel lands, :func:`~resnet_lessons.stride_picture.stride_picture`), the formula with
+  the numbers filled in, and the error text for a block that cannot be built.
 * :func:`resnet_explorer`: a whole ResNet-18 over an input-size slider, with the
   per-stage shape table.
+* :func:`shape_quiz`: answer boxes for shapes worked out by hand, checked as you type
+  (:func:`~resnet_lessons.exercises.check_shape`).
 
 The widgets only wire values to :func:`~resnet_lessons.residual_shape` and
 :func:`~resnet_lessons.resnet_shapes` (tested without a browser) through
@@ -15,11 +18,15 @@ model built once). This is the only module that imports ipywidgets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import ipywidgets as widgets
 from torch import nn
 
+from .exercises import check_shape
 from .network import ResNet, resnet18
 from .shapes import ResidualShape, ResNetShapes, _fmt_shape, residual_shape, resnet_shapes
+from .stride_picture import stride_picture
 
 _STYLE = {"description_width": "8em"}
 
@@ -48,9 +55,14 @@ class ResidualExplorer(widgets.VBox):
     The box carries the CSS class ``residual-explorer``. Attributes: the controls
     ``size_slider``, ``in_slider``, ``out_slider``, ``stride_slider`` (description
     ``stride``), ``conv1x1_box``; the ``readout`` Label (CSS class ``shape-readout``)
-    with the output shape ``(N, C, H, W)``;
+    with the output shape ``(N, C, H, W)``; ``picture``, an HTML widget (CSS class
+    ``stride-picture-box``) with the stride picture's SVG (``svg.stride-picture``, its
+    ``data-windows`` the number of kernel positions);
     the ``details`` HTML with the formulas and any error; ``result``, the latest
     :class:`~resnet_lessons.ResidualShape`.
+
+    Where widgets cannot be drawn (a notebook viewer, an untrusted notebook), the cell
+    shows a static copy: the output shape and the stride picture as HTML.
     """
 
     def __init__(
@@ -79,6 +91,8 @@ class ResidualExplorer(widgets.VBox):
         readout.add_class("shape-readout")
         details = widgets.HTML()
         details.add_class("shape-details")
+        picture = widgets.HTML()
+        picture.add_class("stride-picture-box")
         title = widgets.HTML(
             f"<b>Residual block</b> on a batch of {batch_size} images "
             "(N = batch, C = channels, H x W = height x width)"
@@ -93,6 +107,7 @@ class ResidualExplorer(widgets.VBox):
                 stride_slider,
                 conv1x1_box,
                 output_row,
+                picture,
                 details,
             ]
         )
@@ -105,6 +120,7 @@ class ResidualExplorer(widgets.VBox):
         self.conv1x1_box = conv1x1_box
         self.readout = readout
         self.details = details
+        self.picture = picture
         self.result: ResidualShape = first
         self._show(first)
         for control in (size_slider, in_slider, out_slider, stride_slider, conv1x1_box):
@@ -113,6 +129,16 @@ class ResidualExplorer(widgets.VBox):
     def __repr__(self) -> str:
         # What a notebook shows where the sliders cannot be drawn (no kernel, untrusted).
         return f"residual block explorer (run the cell): {self.readout.value}"
+
+    def _repr_mimebundle_(self, **kwargs: object) -> dict[str, object]:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        # A static copy for viewers that cannot draw widgets; JupyterLab prefers the widget.
+        bundle["text/html"] = (
+            f"<div class='residual-explorer-static'><p><b>Residual block</b> "
+            f"(run the notebook to move the sliders): output shape "
+            f"<code>{self.readout.value}</code></p>{self.picture.value}</div>"
+        )
+        return bundle
 
     def _update(self, change: object = None) -> None:
         self._show(
@@ -132,6 +158,9 @@ class ResidualExplorer(widgets.VBox):
             self.readout.value = _fmt_shape(result.output_shape)
         else:
             self.readout.value = "none: Residual raises a ValueError, see below"
+        self.picture.value = stride_picture(
+            result.input_shape[2], result.stride, use_1x1conv=result.use_1x1conv
+        ).svg
         self.details.value = result._repr_html_()
 
 
@@ -189,6 +218,49 @@ class ResNetExplorer(widgets.VBox):
         self.table.value = result._repr_html_()
 
 
+class ShapeQuiz(widgets.VBox):
+    """Answer boxes for shapes worked out by hand, each checked as the student types.
+
+    ``questions`` is a list of ``(question, expected shape)`` or ``(question, expected
+    shape, stride)`` (the stride lets the feedback say when it was ignored). Each row has
+    a Text box (CSS class ``quiz-answer``) and an HTML verdict (CSS class
+    ``quiz-feedback``) from :func:`~resnet_lessons.exercises.check_shape`. Attributes:
+    ``answers`` (the Text boxes), ``verdicts`` (the HTML widgets), ``feedback`` (the
+    latest :class:`~resnet_lessons.exercises.Feedback` of each row).
+    """
+
+    def __init__(self, questions: Sequence[tuple]) -> None:
+        if not questions:
+            raise ValueError("shape_quiz needs at least one (question, expected shape) pair.")
+        rows, self.answers, self.verdicts = [], [], []
+        self.questions = [(q[0], tuple(q[1]), q[2] if len(q) > 2 else 1) for q in questions]
+        for question, _expected, _stride in self.questions:
+            answer = widgets.Text(placeholder="(N, C, H, W)", layout=widgets.Layout(width="12em"))
+            answer.add_class("quiz-answer")
+            verdict = widgets.HTML()
+            verdict.add_class("quiz-feedback")
+            label = widgets.HTML(f"{question}", layout=widgets.Layout(width="28em"))
+            rows.append(widgets.HBox([label, answer, verdict]))
+            self.answers.append(answer)
+            self.verdicts.append(verdict)
+        super().__init__(children=rows)
+        self.add_class("shape-quiz")
+        self.feedback = [None] * len(self.questions)
+        for i, answer in enumerate(self.answers):
+            answer.observe(lambda change, i=i: self._check(i), names="value")
+            self._check(i)
+
+    def _check(self, i: int) -> None:
+        question, expected, stride = self.questions[i]
+        feedback = check_shape(self.answers[i].value, expected, question="answer", stride=stride)
+        self.feedback[i] = feedback
+        self.verdicts[i].value = "" if feedback.hint == "not_done" else feedback._repr_html_()
+
+    def __repr__(self) -> str:
+        return f"shape quiz with {len(self.questions)} questions (run the cell to answer)"
+
+
 # The explorers are their own factories: ``residual_explorer(size=6, ...)`` builds one.
 residual_explorer = ResidualExplorer
 resnet_explorer = ResNetExplorer
+shape_quiz = ShapeQuiz

@@ -21,7 +21,7 @@ from resnet_lessons import (
     resnet_shapes,
     trace_shapes,
 )
-from resnet_lessons.widgets import ResidualExplorer, residual_explorer, resnet_explorer
+from resnet_lessons.widgets import ResidualExplorer, residual_explorer, resnet_explorer, shape_quiz
 
 CHANNELS = (1, 3, 4, 6)
 
@@ -319,3 +319,49 @@ def test_the_package_imports_without_ipywidgets():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "(4, 3, 6, 6)"
+
+
+# --- the stride picture and the shape quiz ------------------------------------------------
+
+
+def _windows(svg: str) -> int:
+    return int(re.search(r"data-windows='(\d+)'", svg).group(1))
+
+
+def test_the_stride_picture_follows_the_sliders():
+    from resnet_lessons.stride_picture import stride_picture
+
+    explorer = residual_explorer(size=6, in_channels=3, out_channels=6, use_1x1conv=True)
+    assert "stride-picture-box" in explorer.picture._dom_classes
+    assert explorer.picture in explorer.children
+    for stride, windows in ((1, 36), (2, 9), (3, 4)):
+        explorer.stride_slider.value = stride
+        assert _windows(explorer.picture.value) == windows
+        assert explorer.picture.value == stride_picture(6, stride).svg
+    explorer.size_slider.value = 7
+    assert _windows(explorer.picture.value) == 9  # stride 3 on 7x7: floor(6 / 3) + 1 = 3
+    explorer.conv1x1_box.value = False  # an error state still draws the picture
+    assert "identity shortcut" in explorer.picture.value
+
+
+def test_the_explorer_has_a_static_copy_for_viewers_without_widgets():
+    bundle = residual_explorer(6, 3, 6, 2, True)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "(4, 6, 3, 3)" in bundle["text/html"]
+    assert "data-windows='9'" in bundle["text/html"]
+
+
+def test_shape_quiz_checks_each_answer_as_it_is_typed(capsys):
+    quiz = shape_quiz([("Residual(3, 6, True, 2) on (4, 3, 6, 6)", (4, 6, 3, 3), 2),
+                       ("Residual(3, 3) on (4, 3, 6, 6)", (4, 3, 6, 6))])  # fmt: skip
+    assert len(quiz.answers) == 2 and quiz.verdicts[0].value == ""  # nothing typed yet
+    assert quiz.feedback[0].hint == "not_done"
+    quiz.answers[0].value = "(4, 6, 6, 6)"
+    assert quiz.feedback[0].hint == "ignores_stride" and "#c62828" in quiz.verdicts[0].value
+    quiz.answers[0].value = "(4, 6, 3, 3)"
+    assert quiz.feedback[0].passed and "passed" in quiz.verdicts[0].value
+    quiz.answers[1].value = "4, 3, 6, 6"
+    assert quiz.feedback[1].passed
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ValueError, match="at least one"):
+        shape_quiz([])
