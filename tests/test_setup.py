@@ -11,7 +11,7 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge name where they differ.
-CONDA_NAMES = {"torch": "pytorch"}
+CONDA_NAMES = {"torch": "pytorch", "jupyterlab-rise": "jupyterlab_rise"}
 
 
 def _split(requirement: str) -> tuple[str, str]:
