@@ -1,0 +1,224 @@
+"""Training sized to a time budget: measure this machine, then plan the run to fit.
+
+``fit(..., budget=180)`` first runs a short *probe* (at most 5% of the budget): a few
+training steps and one test batch on a throw-away copy of the model, timed. From those
+times :func:`make_plan` works out how many optimizer steps fit in what is left, evaluation
+included, and the one-cycle schedule then spans exactly those steps, so even a run of 1.6
+epochs ends with its learning rate annealed. The plan is one line for people
+(:meth:`Plan.describe`) and a dict for ``metrics.json`` and checkpoints
+(:meth:`Plan.to_dict`), so ``--resume`` follows the same plan.
+
+Everything here takes its clock as an argument: the tests drive it with a fake clock, so
+the arithmetic is checked without timing anything.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+#: The probe may use at most this fraction of the budget.
+PROBE_FRACTION = 0.05
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run spends its budget. Seconds are wall-clock seconds on the probed machine."""
+
+    budget: float  # seconds asked for, probe included
+    probe_seconds: float  # what the probe took
+    seconds_per_step: float  # one optimizer step of batch_size images (measured)
+    seconds_per_eval: float  # one pass over the test images (estimated from one batch)
+    batch_size: int  # images per optimizer step
+    steps_per_epoch: int  # optimizer steps in one pass over the training images
+    steps: int  # optimizer steps planned: the one-cycle schedule spans exactly these
+    device: str = "cpu"  # where it was measured, e.g. "cpu (AVX2)"
+
+    @property
+    def images_per_second(self) -> float:
+        """Training images per second, as the probe measured it."""
+        return self.batch_size / self.seconds_per_step
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training images the plan makes (a fraction for a part of one)."""
+        return self.steps / self.steps_per_epoch
+
+    @property
+    def images(self) -> int:
+        """Training images the plan shows the network (with repeats across epochs)."""
+        return self.steps * self.batch_size
+
+    @property
+    def evaluations(self) -> int:
+        """Tests on the test images: after every whole epoch and after the last step."""
+        return math.ceil(self.steps / self.steps_per_epoch)
+
+    @property
+    def expected_seconds(self) -> float:
+        """What the plan should take, probe included."""
+        return (
+            self.probe_seconds
+            + self.steps * self.seconds_per_step
+            + self.evaluations * self.seconds_per_eval
+        )
+
+    def describe(self) -> str:
+        """One readable line: ``this CPU trains ~540 images/s; 3 min is ~86,000 images, ...``."""
+        kind = self.device.split(" ")[0].split(":")[0]
+        where = {"cpu": "CPU", "cuda": "GPU", "mps": "Mac GPU"}.get(kind, "machine")
+        return (
+            f"this {where} trains ~{self.images_per_second:,.0f} images/s; "
+            f"{format_seconds(self.budget)} is ~{self.images:,} images, "
+            f"{self.epochs:.1f} epochs ({self.steps} steps of {self.batch_size}, "
+            f"{self.evaluations} test{'s' if self.evaluations != 1 else ''}, "
+            f"probe {self.probe_seconds:.1f} s)"
+        )
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """Plain data for JSON and ``torch.load(weights_only=True)``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        """The inverse of :meth:`to_dict`; derived keys (``epochs``, ...) are ignored."""
+        names = {f.name for f in fields(cls)}
+        missing = names - set(data) - {"device"}
+        if missing:
+            raise ValueError(f"a stored plan lacks {', '.join(sorted(missing))}: {data!r}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def format_seconds(seconds: float) -> str:
+    """``180 -> '3 min'``, ``90 -> '1.5 min'``, ``45 -> '45 s'``, ``3600 -> '60 min'``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if abs(minutes - round(minutes)) < 0.05 else f"{minutes:.1f} min"
+
+
+def check_budget(budget: object) -> float:
+    """``budget`` in seconds as a float, or a ``TypeError``/``ValueError`` that says the fix."""
+    if isinstance(budget, bool) or not isinstance(budget, int | float):
+        raise TypeError(f"budget is in seconds, a number; got {budget!r}.")
+    if not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a positive number of seconds, got {budget}.")
+    return float(budget)
+
+
+def make_plan(
+    budget: float,
+    *,
+    seconds_per_step: float,
+    seconds_per_eval: float,
+    steps_per_epoch: int,
+    batch_size: int,
+    probe_seconds: float = 0.0,
+    seconds_per_epoch_end: float = 0.0,
+    device: str = "cpu",
+) -> Plan:
+    """The most optimizer steps that fit ``budget`` seconds.
+
+    Spent: the probe, ``steps * seconds_per_step``, and at the end of every (whole or last)
+    epoch one test (``seconds_per_eval``) plus ``seconds_per_epoch_end`` (a checkpoint).
+    Pure arithmetic. Raises ``ValueError`` when not even one step and one test fit, with
+    the shortest budget that would.
+    """
+    budget = check_budget(budget)
+    for name, value in (
+        ("seconds_per_step", seconds_per_step),
+        ("seconds_per_eval", seconds_per_eval),
+        ("probe_seconds", probe_seconds),
+        ("seconds_per_epoch_end", seconds_per_epoch_end),
+    ):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+    if seconds_per_step <= 0:
+        raise ValueError(f"seconds_per_step must be above 0, got {seconds_per_step}.")
+    if steps_per_epoch < 1 or batch_size < 1:
+        raise ValueError(
+            f"steps_per_epoch and batch_size must be at least 1, got {steps_per_epoch} and "
+            f"{batch_size}."
+        )
+    per_end = seconds_per_eval + seconds_per_epoch_end
+    left = budget - probe_seconds
+    steps = 0
+    # With t tests the run can take at most t epochs of steps; more tests leave less time.
+    for tests in range(1, 100_000):
+        fits = math.floor((left - tests * per_end) / seconds_per_step + 1e-9)
+        if fits <= (tests - 1) * steps_per_epoch:  # t tests no longer buy a t-th epoch
+            break
+        steps = max(steps, min(fits, tests * steps_per_epoch))
+    if steps < 1:
+        shortest = probe_seconds + seconds_per_step + per_end
+        raise ValueError(
+            f"a budget of {budget:g} s is too short here: the probe took {probe_seconds:.1f} s, "
+            f"one step takes {seconds_per_step:.2f} s and one test {seconds_per_eval:.1f} s; "
+            f"give at least {math.ceil(shortest)} s."
+        )
+    return Plan(
+        budget=budget,
+        probe_seconds=probe_seconds,
+        seconds_per_step=seconds_per_step,
+        seconds_per_eval=seconds_per_eval,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        steps=steps,
+        device=device,
+    )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What :func:`probe` measured."""
+
+    seconds_per_step: float  # mean over the timed steps (the warm-up step excluded)
+    seconds_per_eval_batch: float  # one forward pass over one test batch
+    timed_steps: int
+    seconds: float  # the whole probe, warm-up included
+
+
+def probe(
+    step: Callable[[], object],
+    eval_batch: Callable[[], object],
+    limit: float,
+    *,
+    clock: Clock = time.perf_counter,
+    max_steps: int = 50,
+) -> ProbeResult:
+    """Time ``step()`` (one training step) and ``eval_batch()`` (one test batch) within
+    ``limit`` seconds.
+
+    One untimed warm-up step (the first allocates memory and picks kernels), then at least
+    two timed steps and more while the elapsed time leaves room for one more step and the
+    test batch under ``limit``. The limit is kept unless a single step is longer than the
+    limit itself. ``clock`` is ``time.perf_counter`` unless a test passes a fake one.
+    """
+    if not math.isfinite(limit) or limit <= 0:
+        raise ValueError(f"the probe's limit must be a positive number of seconds, got {limit}.")
+    start = clock()
+    step()  # warm-up: not timed
+    first = clock()
+    eval_batch()
+    evaluated = clock()
+    eval_seconds = evaluated - first
+    times: list[float] = []
+    last = evaluated
+    while len(times) < max_steps:
+        step()
+        now = clock()
+        times.append(now - last)
+        last = now
+        mean = sum(times) / len(times)
+        if len(times) >= 2 and (now - start) + mean > limit:
+            break
+    return ProbeResult(
+        seconds_per_step=sum(times) / len(times),
+        seconds_per_eval_batch=eval_seconds,
+        timed_steps=len(times),
+        seconds=last - start,
+    )
