@@ -1,10 +1,12 @@
-"""Command line: ``python -m resnet_lessons train ...`` and ``python -m resnet_lessons figures``.
+"""Command line: ``python -m resnet_lessons train|figures|doctor``.
 
 ``train`` trains the lecture's ResNet-18 on Fashion-MNIST with a recipe and writes
 ``OUT/metrics.json`` and ``OUT/checkpoint.pt``::
 
     python -m resnet_lessons train --recipe fast --out runs/fast
     python -m resnet_lessons train --recipe fast --out runs/fast --resume   # after a kill
+    python -m resnet_lessons train --minutes 3 --out runs/3min   # sized to this machine
+    python -m resnet_lessons doctor   # versions, CPU features, data, expected times
     torchrun --standalone --nproc_per_node=2 -m resnet_lessons train --recipe fast
 
 Errors (bad flags, missing or corrupt data, an unavailable device) end with one line on
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "settings (96x96, lr 0.05, 10 epochs)",
     )
     train.add_argument("--epochs", type=_positive_int, help="override the recipe's epochs")
+    train.add_argument(
+        "--minutes",
+        type=_positive_float,
+        help="train for about this long: a short probe measures this machine and the run "
+        "takes as many steps as fit (the one-cycle schedule spans exactly those)",
+    )
     train.add_argument("--batch-size", type=_positive_int, help="global batch size (all ranks)")
     train.add_argument("--lr", type=_positive_float, help="(peak) learning rate")
     train.add_argument("--resize", type=_positive_int, help="resize images to N x N pixels")
@@ -101,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bar (one line per epoch)"
     )
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this machine: versions, CPU features, data, expected training times",
+        description="Check Python and the packages, the CPU (AVX2, AVX-512, BF16, AMX, NEON) "
+        "and any GPU, where Fashion-MNIST is, whether JupyterLab draws the widgets; then time "
+        "a few training steps and say how long the recipes take here. Exit 1 with the fix "
+        "when something essential is missing.",
+    )
+    doctor.add_argument(
+        "--no-probe", action="store_true", help="skip the few seconds of timed training steps"
+    )
+
     figures = commands.add_parser(
         "figures",
         help="draw the figures of img/",
@@ -116,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "doctor":
+            from .doctor import run
+
+            return run(probe=not args.no_probe)
         return _figures(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -147,6 +171,11 @@ def _train(args: argparse.Namespace) -> int:
     from .data import find_fashion_mnist, load_fashion_mnist
     from .train import distributed, fit, resolve_device
 
+    if args.minutes is not None and args.epochs is not None:
+        raise CommandError(
+            f"--minutes {args.minutes:g} and --epochs {args.epochs} both set the length of the "
+            "run; give one of them"
+        )
     device = resolve_device(args.device)  # before anything slow: a clear error for 'cuda'
     out = Path(args.out)
     checkpoint = out / CHECKPOINT_FILE
@@ -208,11 +237,22 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             plot=False,
             on_epoch=report,
+            budget=None if args.minutes is None else args.minutes * 60,
+            verbose=True,
         )
         if rank == 0:
+            from .speed import cpu_info
+
+            plan = history.plan
             metrics = {
                 "recipe": args.recipe,
-                "history": history,
+                "device": device.type,
+                "machine": cpu_info().describe() if device.type == "cpu" else device.type,
+                "cpu_kind": cpu_info().kind if device.type == "cpu" else None,
+                "speedups": history.speedups.describe() if history.speedups else None,
+                "plan": plan.to_dict() if plan is not None else None,
+                "plan_text": plan.describe() if plan is not None else None,
+                "history": list(history),
                 "test_acc": history[-1]["test_acc"],
                 "processes": world,
                 "train_images": len(data.train_labels),

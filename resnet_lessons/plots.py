@@ -9,13 +9,22 @@ notebook cell shows once, as a PNG, whether or not ``pyplot`` was imported.
 from __future__ import annotations
 
 import io
+import json
+import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .data import CLASSES, MEAN, STD
+
+#: Recorded runs shipped with the package (``metrics.json`` files of
+#: ``python -m resnet_lessons train``), for :func:`load_run`. Their names say the recipe,
+#: the budget and the CPU kind they were measured on.
+REFERENCE_RUNS = Path(__file__).with_name("reference_runs")
 
 #: The three curves of the lecture's plot: history key -> (legend label, line style).
 HISTORY_CURVES: dict[str, tuple[str, str]] = {
@@ -53,39 +62,97 @@ def plot_history(
     history: Sequence[Mapping[str, float]],
     axes: Axes | None = None,
     *,
-    num_epochs: int | None = None,
+    num_epochs: float | None = None,
+    reference: Sequence[Mapping[str, float]] | None = None,
+    reference_label: str = "reference run",
 ) -> Figure:
     """The lecture's training plot: train loss, train accuracy and test accuracy per epoch.
 
     ``history`` is a list of dicts with keys ``epoch, train_loss, train_acc, test_acc``
-    (``seconds`` and other keys are ignored), as ``train.fit`` returns it. With ``axes`` the
-    curves are redrawn into them (cleared first, so calling it after every epoch animates
-    the plot); otherwise a new figure is made. ``num_epochs`` fixes the x range to
-    ``1..num_epochs`` so that the axes do not jump while training runs. Returns the figure.
+    (``seconds`` and other keys are ignored), as ``train.fit`` returns it; ``epoch`` may be a
+    fraction (a time budget's last, partial epoch). With ``axes`` the curves are redrawn
+    into them (cleared first, so calling it after every epoch animates the plot); otherwise
+    a new figure is made. ``num_epochs`` fixes the x range to ``1..num_epochs`` so that the
+    axes do not jump while training runs. ``reference`` is another history (for example a
+    recorded run's ``metrics.json["history"]``) drawn underneath in grey, so a live run can
+    be watched against it from the first second. Returns the figure.
     """
-    rows = list(history)
-    for i, row in enumerate(rows):
-        missing = [key for key in ("epoch", *HISTORY_CURVES) if key not in row]
-        if missing:
-            raise ValueError(
-                f"history[{i}] lacks {', '.join(missing)}; each entry needs epoch, train_loss, "
-                f"train_acc and test_acc (got keys {sorted(row)})."
-            )
+    rows = _history_rows(history, "history")
+    reference_rows = _history_rows(reference or [], "reference")
     if axes is None:
         fig, axes = new_figure(figsize=(3.5, 2.5))
     else:
         fig = axes.figure
         axes.cla()
+    if reference_rows:
+        ref_epochs = [row["epoch"] for row in reference_rows]
+        for i, (key, (_, style)) in enumerate(HISTORY_CURVES.items()):
+            axes.plot(
+                ref_epochs,
+                [row[key] for row in reference_rows],
+                style,
+                color="0.6",
+                linewidth=2.5,
+                alpha=0.6,
+                label=reference_label if i == 0 else None,
+            )
     epochs = [row["epoch"] for row in rows]
     for key, (label, style) in HISTORY_CURVES.items():
         axes.plot(epochs, [row[key] for row in rows], style, marker="o", markersize=3, label=label)
     axes.set_xlabel("epoch")
-    last = max([num_epochs or 0, *epochs, 1])
-    axes.set_xlim(0.8, last + 0.2)
+    every = epochs + [row["epoch"] for row in reference_rows]
+    last = math.ceil(max([num_epochs or 0, *every, 1]))
+    first = min([1, *every])
+    axes.set_xlim(max(0.0, first - 0.2), last + 0.2)
     axes.set_xticks(_epoch_ticks(last))
     axes.grid(True, alpha=0.3)
     axes.legend(loc="center right", fontsize="small")
     return fig
+
+
+def load_run(path: str | os.PathLike) -> dict:
+    """A recorded run: the ``metrics.json`` that ``python -m resnet_lessons train`` writes
+    (``recipe``, ``history``, and where it was measured: ``machine``, ``cpu_kind``,
+    ``plan``). Raises ``ValueError`` naming the file when it is not one."""
+    path = Path(path)
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read a recorded run from {path}: {error}") from None
+    if not isinstance(run, dict) or not isinstance(run.get("history"), list):
+        raise ValueError(
+            f"{path} is not a metrics.json of `python -m resnet_lessons train` (no history)."
+        )
+    _history_rows(run["history"], f"{path.name} history")
+    return run
+
+
+def run_label(run: Mapping) -> str:
+    """A legend label that says what a recorded run was and where it ran:
+    ``recorded: fast, 3 min, AVX2 CPU``."""
+    parts = [str(run.get("recipe", "run"))]
+    plan = run.get("plan")
+    if plan:
+        from .budget import format_seconds
+
+        parts.append(format_seconds(plan["budget"]))
+    if run.get("device") == "cpu" and run.get("cpu_kind"):
+        parts.append(f"{run['cpu_kind']} CPU")
+    elif run.get("device"):
+        parts.append(str(run["device"]))
+    return "recorded: " + ", ".join(parts)
+
+
+def _history_rows(history: Sequence[Mapping[str, float]], name: str) -> list[Mapping[str, float]]:
+    rows = list(history)
+    for i, row in enumerate(rows):
+        missing = [key for key in ("epoch", *HISTORY_CURVES) if key not in row]
+        if missing:
+            raise ValueError(
+                f"{name}[{i}] lacks {', '.join(missing)}; each entry needs epoch, train_loss, "
+                f"train_acc and test_acc (got keys {sorted(row)})."
+            )
+    return rows
 
 
 def _epoch_ticks(last: int) -> list[int]:

@@ -19,6 +19,7 @@ every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -37,10 +38,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_int
+from .budget import PROBE_FRACTION, Plan, check_budget, make_plan, probe
 from .data import FashionMNIST, iterate_batches, prepare_batch
 from .runtime import default_device
+from .speed import Speedups, cpu_info, pick_speedups, use_small_map_convs
 
-History = list[dict[str, float]]
+
+class History(list):
+    """What :func:`fit` returns: a list with one dict per epoch, plus how the run was made.
+
+    ``plan`` is the :class:`~resnet_lessons.budget.Plan` of a run with a time budget (else
+    ``None``); ``speedups`` the :class:`~resnet_lessons.speed.Speedups` it computed with.
+    """
+
+    plan: Plan | None = None
+    speedups: Speedups | None = None
+
 
 #: The keys of one history entry, in order.
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
@@ -338,11 +351,15 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def _scheduler(
-    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer,
+    recipe: Recipe,
+    steps_per_epoch: int,
+    total_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The learning rate per step: constant, or one cycle (linear warm-up from lr/25 to lr over
-    ``warmup`` of the steps, then a cosine down to lr/25000)."""
-    total = recipe.epochs * steps_per_epoch
+    ``warmup`` of the steps, then a cosine down to lr/25000). The cycle spans ``total_steps``
+    (a time budget's plan) or ``recipe.epochs * steps_per_epoch``."""
+    total = recipe.epochs * steps_per_epoch if total_steps is None else total_steps
     if recipe.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     warmup = round(recipe.warmup * total)
@@ -374,8 +391,9 @@ def _share(batch: int, rank: int, world: int) -> slice:
 class _LivePlot:
     """The lecture's training curves in a notebook output, redrawn after every epoch."""
 
-    def __init__(self, num_epochs: int) -> None:
+    def __init__(self, num_epochs: float, reference: dict[str, Any] | None = None) -> None:
         self.num_epochs = num_epochs  # fixed x range: the axes do not jump while training
+        self.reference = reference  # {"history": [...], "label": "..."} drawn underneath
         self.handle = None
 
     def update(self, history: History) -> None:
@@ -383,7 +401,13 @@ class _LivePlot:
 
         from .plots import plot_history
 
-        figure = plot_history(history, num_epochs=self.num_epochs)
+        ref = self.reference or {}
+        figure = plot_history(
+            history,
+            num_epochs=self.num_epochs,
+            reference=ref.get("history"),
+            reference_label=ref.get("label", "reference run"),
+        )
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", bbox_inches="tight")
         image = Image(data=buffer.getvalue(), format="png")
@@ -409,6 +433,10 @@ def fit(
     progress: bool = True,
     plot: bool | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    budget: float | None = None,
+    plan: Plan | None = None,
+    reference: dict[str, Any] | None = None,
+    verbose: bool | None = None,
 ) -> History:
     """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch.
 
@@ -430,9 +458,26 @@ def fit(
         progress: show a tqdm progress bar (a widget in a notebook).
         plot: draw the live curves; ``None`` draws them in a notebook only.
         on_epoch: called with each new history entry (on rank 0).
+        budget: train for about this many seconds, all included: a probe (at most 5% of it)
+            times this machine, then the run takes as many optimizer steps as fit (whole
+            epochs or a part of one; see :mod:`resnet_lessons.budget`), and the one-cycle
+            schedule spans exactly those steps. ``epochs`` is then ignored. The plan is
+            printed, returned as ``history.plan`` and saved in the checkpoint, so a resumed
+            run follows it.
+        plan: a ready :class:`~resnet_lessons.budget.Plan` to follow instead of probing.
+        reference: a recorded run (the contents of a ``metrics.json`` written by
+            ``python -m resnet_lessons train``; see :func:`resnet_lessons.plots.load_run`)
+            drawn underneath the live curves from the start, before the first epoch ends.
+        verbose: print what was picked for the device and the budget's plan (one line
+            each); ``None`` follows ``progress``.
+
+    How the numbers are computed is picked for the device (and said when ``progress``):
+    see :func:`resnet_lessons.speed.pick_speedups`. The network and its float32 weights are
+    the same whatever is picked.
 
     Returns:
-        The history: one dict per epoch with ``epoch`` (1-based), ``train_loss`` (mean
+        A :class:`History`: one dict per epoch with ``epoch`` (1-based; a fraction such as
+        ``1.6`` for a budget's last, partial epoch), ``train_loss`` (mean
         cross-entropy, label smoothing included), ``train_acc`` (during training, in train
         mode), ``test_acc`` and ``seconds`` (the epoch's wall time, evaluation included).
         Under ``torchrun`` every rank returns the history of rank 0.
@@ -447,6 +492,10 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<file> to resume from.")
     check_int("seed", seed, 0)
+    if budget is not None:
+        budget = check_budget(budget)
+    if plan is not None and not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a Plan from resnet_lessons.budget, got {plan!r}.")
     rank, world = distributed()
     device = resolve_device(device)
     if world > 1 and device.type == "cuda" and device.index is None:
@@ -457,25 +506,114 @@ def fit(
             f"{world} processes (BN needs 2); use batch_size >= {2 * world}."
         )
 
+    started = time.perf_counter()
+    speedups = pick_speedups(
+        device,
+        channels_last=recipe.channels_last,
+        bf16=recipe.bf16,
+        native_bf16=native_bf16(device),
+    )
     model.to(device)
-    if recipe.channels_last:
+    if speedups.channels_last:
         model.to(memory_format=torch.channels_last)
+    swapped = use_small_map_convs(model) if speedups.small_maps else 0
+    try:
+        return _fit(
+            model,
+            data,
+            recipe,
+            device,
+            speedups,
+            seed,
+            checkpoint,
+            resume,
+            progress,
+            plot,
+            on_epoch,
+            budget,
+            plan,
+            rank,
+            world,
+            started,
+            reference,
+            progress if verbose is None else verbose,
+        )
+    finally:
+        if swapped:  # hand the model back as it came: plain nn.Conv2d layers
+            use_small_map_convs(model, enable=False)
+
+
+def _fit(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    device: torch.device,
+    speedups: Speedups,
+    seed: int,
+    checkpoint: str | os.PathLike | None,
+    resume: bool,
+    progress: bool,
+    plot: bool | None,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+    budget: float | None,
+    plan: Plan | None,
+    rank: int,
+    world: int,
+    started: float,
+    reference: dict[str, Any] | None,
+    verbose: bool,
+) -> History:
     optimizer = _optimizer(model, recipe)
     n_train = len(data.train_labels)
     steps_per_epoch = sum(1 for n in _batch_sizes(n_train, recipe.batch_size) if n >= 2 * world)
     if steps_per_epoch == 0:
         raise ValueError(f"{n_train} training images are too few for {world} processes.")
-    scheduler = _scheduler(optimizer, recipe, steps_per_epoch)
-    history: History = []
+    history = History()
     sizes = {"train": n_train, "test": len(data.test_labels)}
+    state = None
     if resume:
         state = load_checkpoint(checkpoint)
         _check_resumable(state, recipe, sizes, seed, checkpoint)
+        if state.get("plan") is not None:  # follow the plan the run was started with
+            plan = Plan.from_dict(state["plan"])
+        elif budget is not None or plan is not None:
+            raise ValueError(
+                f"cannot resume from {checkpoint} with a time budget: it was started without "
+                "one. Resume without the budget, or start a fresh run."
+            )
+    elif plan is None and budget is not None:
+        plan = _probe_and_plan(
+            model,
+            data,
+            recipe,
+            device,
+            speedups,
+            budget,
+            steps_per_epoch,
+            checkpoint,
+            rank,
+            world,
+            started,
+        )
+    if plan is not None and plan.steps_per_epoch != steps_per_epoch:
+        raise ValueError(
+            f"the plan counts {plan.steps_per_epoch} steps per epoch but this data and batch "
+            f"size give {steps_per_epoch}; make a new plan."
+        )
+    total_steps = plan.steps if plan is not None else recipe.epochs * steps_per_epoch
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    scheduler = _scheduler(optimizer, recipe, steps_per_epoch, total_steps)
+    history.plan, history.speedups = plan, speedups
+    if rank == 0 and verbose:
+        print(f"{recipe.name} recipe on {_device_name(device)}: {speedups.describe()}", flush=True)
+        if plan is not None:
+            print(plan.describe(), flush=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-        history = [dict(entry) for entry in state["history"]]
+        history.extend(dict(entry) for entry in state["history"])
     elif recipe.xavier_init:
         _xavier_init(model)
 
@@ -483,14 +621,16 @@ def fit(
     # the progress bar and the plot only on rank 0
     show = progress and rank == 0
     draw = in_notebook() if plot is None else plot
-    live = _LivePlot(recipe.epochs) if rank == 0 and draw else None
-    if live is not None and history:
-        live.update(history)
+    live = None
+    if rank == 0 and draw:
+        live = _LivePlot(total_steps / steps_per_epoch, _reference_curves(reference))
+        if history or reference is not None:  # the reference shows before the first epoch
+            live.update(history)
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=recipe.epochs * steps_per_epoch,
-        initial=len(history) * steps_per_epoch,
+        total=total_steps,
+        initial=min(total_steps, len(history) * steps_per_epoch),
         disable=not show,
         desc=f"{recipe.name}",
         unit="batch",
@@ -502,10 +642,23 @@ def fit(
         mininterval=1.0,
     )
     try:
-        for epoch in range(len(history) + 1, recipe.epochs + 1):
+        for epoch in range(len(history) + 1, num_epochs + 1):
             start = time.perf_counter()
+            steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
             loss, acc = _train_epoch(
-                trained, data, recipe, device, epoch, seed, optimizer, scheduler, rank, world, bar
+                trained,
+                data,
+                recipe,
+                device,
+                speedups,
+                epoch,
+                seed,
+                optimizer,
+                scheduler,
+                rank,
+                world,
+                bar,
+                steps,
             )
             test_acc = float("nan")
             if rank == 0:
@@ -516,11 +669,12 @@ def fit(
                     device=device,
                     resize=recipe.resize,
                     batch_size=recipe.eval_batch_size,
-                    channels_last=recipe.channels_last,
-                    bf16=recipe.bf16,
+                    channels_last=speedups.channels_last,
+                    bf16=speedups.bf16,
                 )
+            done = epoch - 1 + steps / steps_per_epoch  # a fraction for a partial last epoch
             entry = {
-                "epoch": epoch,
+                "epoch": epoch if steps == steps_per_epoch else round(done, 2),
                 "train_loss": loss,
                 "train_acc": acc,
                 "test_acc": test_acc,
@@ -541,7 +695,9 @@ def fit(
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(),
                             "rng": _rng_state(),
-                            "history": history,
+                            "history": list(history),
+                            "plan": plan.to_dict() if plan is not None else None,
+                            "speedups": speedups.describe(),
                         },
                     )
                 if live is not None:
@@ -553,10 +709,113 @@ def fit(
     finally:
         bar.close()
     if world > 1:
-        shared = [history]
+        shared = [list(history)]
         dist.broadcast_object_list(shared, src=0)
-        history = shared[0]
+        history[:] = shared[0]
     return history
+
+
+def _reference_curves(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    from .plots import run_label
+
+    if not isinstance(run, dict) or not isinstance(run.get("history"), list):
+        raise TypeError(
+            "reference must be a recorded run: the dict in a metrics.json written by "
+            "`python -m resnet_lessons train` (load it with resnet_lessons.plots.load_run)."
+        )
+    return {"history": run["history"], "label": run_label(run)}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cpu":
+        return f"cpu ({cpu_info().kind})"
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _probe_and_plan(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    device: torch.device,
+    speedups: Speedups,
+    budget: float,
+    steps_per_epoch: int,
+    checkpoint: str | os.PathLike | None,
+    rank: int,
+    world: int,
+    started: float,
+) -> Plan:
+    """Time a few steps and one test batch on a copy of ``model``; plan the budget (rank 0
+    probes, every rank follows its plan)."""
+    shared: list[Any] = [None]
+    if rank == 0:
+        copy_ = copy.deepcopy(model)
+        optimizer = _optimizer(copy_, recipe)
+        local = _share(recipe.batch_size, 0, world).stop  # this process's share of a batch
+        local = min(local, len(data.train_labels))
+        images, labels = data.train_images[:local], data.train_labels[:local].to(device)
+        n_eval = min(recipe.eval_batch_size, len(data.test_labels))
+
+        def step() -> None:
+            copy_.train()
+            x = prepare_batch(
+                images, device, resize=recipe.resize, channels_last=speedups.channels_last
+            )
+            with _autocast(device, speedups.bf16):
+                scores = copy_(x)
+            loss = F.cross_entropy(scores.float(), labels, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _synchronize(device)
+
+        def eval_batch() -> None:
+            predict(
+                copy_,
+                data.test_images[:n_eval],
+                device=device,
+                resize=recipe.resize,
+                batch_size=n_eval,
+                channels_last=speedups.channels_last,
+                bf16=speedups.bf16,
+            )
+            _synchronize(device)
+
+        limit = PROBE_FRACTION * budget - (time.perf_counter() - started)
+        measured = probe(step, eval_batch, max(limit, 1e-3))
+        del copy_, optimizer
+        n_test = len(data.test_labels)
+        shared[0] = make_plan(
+            budget,
+            seconds_per_step=measured.seconds_per_step * PROBE_MARGIN,
+            seconds_per_eval=measured.seconds_per_eval_batch * math.ceil(n_test / n_eval),
+            steps_per_epoch=steps_per_epoch,
+            batch_size=recipe.batch_size,
+            probe_seconds=time.perf_counter() - started,
+            seconds_per_epoch_end=0.5 if checkpoint is not None else 0.0,
+            device=_device_name(device),
+        ).to_dict()
+    if world > 1:
+        dist.broadcast_object_list(shared, src=0)
+    return Plan.from_dict(shared[0])
+
+
+#: The probe repeats one batch; a run gathers every batch from random rows and evaluates
+#: the whole test set. A run of 3 minutes on a 2-core AVX2 CPU took 4% longer per step than
+#: its probe, so the plan counts steps that much longer.
+PROBE_MARGIN = 1.04
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timing covers it (a CPU computes synchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _batch_sizes(n: int, batch_size: int) -> list[int]:
@@ -568,6 +827,7 @@ def _train_epoch(
     data: FashionMNIST,
     recipe: Recipe,
     device: torch.device,
+    speedups: Speedups,
     epoch: int,
     seed: int,
     optimizer: torch.optim.Optimizer,
@@ -575,8 +835,10 @@ def _train_epoch(
     rank: int,
     world: int,
     bar: Any,
+    max_steps: int,
 ) -> tuple[float, float]:
-    """One pass over the training images; returns (mean loss, accuracy) over all ranks."""
+    """One pass over the training images (or its first ``max_steps`` batches); returns
+    (mean loss, accuracy) over all ranks."""
     model.train()
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)  # same order on every rank
     batches = iterate_batches(
@@ -584,20 +846,23 @@ def _train_epoch(
     )
     loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    count = 0
+    count = steps = 0
     for images, labels in batches:
         n = labels.shape[0]
         if n < 2 * world:  # a last batch too small to share: BN needs 2 images per rank
             continue
+        if steps == max_steps:  # a time budget's last, partial epoch
+            break
+        steps += 1
         part = _share(n, rank, world)
         x = prepare_batch(
-            images[part], device, resize=recipe.resize, channels_last=recipe.channels_last
+            images[part], device, resize=recipe.resize, channels_last=speedups.channels_last
         )  # (n / world, 1, S, S)
         if recipe.flip:  # random horizontal flips, drawn from the (checkpointed) torch RNG
             mirror = torch.rand(x.shape[0]) < 0.5
             x = torch.where(mirror.to(device)[:, None, None, None], x.flip(3), x)
         y = labels[part].to(device, non_blocking=True)
-        with _autocast(device, recipe.bf16):
+        with _autocast(device, speedups.bf16):
             scores = model(x)  # (n / world, 10)
         losses = F.cross_entropy(
             scores.float(), y, reduction="none", label_smoothing=recipe.label_smoothing

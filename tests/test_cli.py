@@ -62,6 +62,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         (["train", "--resize", "-96"], "--resize"),
         (["train", "--limit-train", "-5"], "--limit-train"),
         (["train", "--seed", "-1"], "--seed: must be at least 0, got -1"),
+        (["train", "--minutes", "0"], "--minutes: must be a finite number above 0, got 0"),
+        (["train", "--minutes", "three"], "--minutes: expected a number, got 'three'"),
+        (["doctor", "--fast"], "unrecognized arguments: --fast"),
         (["train", "--recipe", "slow"], "invalid choice: 'slow'"),
         (["train", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
@@ -90,8 +93,9 @@ def test_help_lists_the_flags(capsys):
         main(["train", "--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for flag in ("--recipe", "--epochs", "--batch-size", "--lr", "--resize", "--limit-train",
-                 "--data-root", "--out", "--resume", "--device", "--seed"):  # fmt: skip
+    for flag in ("--recipe", "--epochs", "--minutes", "--batch-size", "--lr", "--resize",
+                 "--limit-train", "--data-root", "--out", "--resume", "--device",
+                 "--seed"):  # fmt: skip
         assert flag in help_text
 
 
@@ -246,3 +250,65 @@ def test_figures_subcommand(tmp_path):
     result = run_cli("figures", "--out", str(tmp_path / "img"))
     assert result.returncode == 0, result.stderr
     assert any((tmp_path / "img").iterdir())
+
+
+def test_minutes_and_epochs_together_are_refused(tmp_path):
+    result = run_cli("train", "--minutes", "1", "--epochs", "2", "--out", str(tmp_path), *SMALL)
+    assert result.returncode == 1
+    assert_one_line_error(result, "--minutes 1 and --epochs 2 both set the length", "give one")
+
+
+def test_train_on_a_budget_records_its_plan_and_resume_follows_it(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--minutes", "0.25", "--out", str(out), *SMALL)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    plan = metrics["plan"]
+    assert plan["budget"] == 15 and plan["steps"] >= 1 and plan["batch_size"] == 64
+    assert metrics["plan_text"] in result.stdout  # printed in one line, even --no-progress
+    assert metrics["plan_text"].startswith("this CPU trains ~")
+    assert "15 s is ~" in metrics["plan_text"]
+    assert metrics["speedups"] and metrics["cpu_kind"] and metrics["device"] == "cpu"
+    epochs = plan["steps"] / plan["steps_per_epoch"]
+    assert metrics["history"][-1]["epoch"] == pytest.approx(epochs, abs=0.01)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["plan"] == plan
+    again = run_cli("train", "--minutes", "5", "--resume", "--out", str(out), *SMALL)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "metrics.json").read_text())["plan"] == plan  # not re-planned
+
+
+def test_doctor_reports_and_passes_here():
+    result = run_cli("doctor", "--no-probe")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("python", "torch", "torchvision", "ipywidgets", "jupyterlab", "cpu", "gpu"):
+        assert f"] {name}:" in result.stdout
+    assert "[ok  ] fashion-mnist: found in" in result.stdout
+    assert "summary: ready" in result.stdout
+
+
+def test_doctor_without_data_fails_with_the_fix(tmp_path):
+    code = (
+        "import pathlib, sys\n"
+        "import resnet_lessons.data as data\n"
+        "data.DEBIAN_DIR = pathlib.Path('/nonexistent/fashion-mnist')\n"
+        "from resnet_lessons.__main__ import main\n"
+        "sys.exit(main(['doctor', '--no-probe']))\n"
+    )
+    env = _env()
+    env.pop("RESNET_LESSONS_DATA", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 1, result.stdout
+    assert "[FAIL] fashion-mnist: not found" in result.stdout
+    assert "fix: " in result.stdout and "apt-get install dataset-fashion-mnist" in result.stdout
+    assert "1 essential check(s) failed: fashion-mnist" in result.stdout
+
+
+@pytest.mark.slow
+def test_doctor_measures_both_recipes():
+    result = run_cli("doctor", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fast recipe: ~" in result.stdout and "lecture recipe: ~" in result.stdout
+    assert "a 3-minute budget (train --minutes 3, notebook 05) is ~" in result.stdout

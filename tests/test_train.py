@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from resnet_lessons import resnet18, set_seed
+from resnet_lessons.budget import Plan
 from resnet_lessons.data import load_fashion_mnist
 from resnet_lessons.train import (
     FAST,
@@ -325,3 +326,125 @@ def test_recipe_defaults_are_documented():
 def test_recipe_equals_itself_after_a_round_trip():
     recipe = Recipe(**dataclasses.asdict(FAST))
     assert recipe == FAST
+
+
+# --------------------------------------------------------------------------- time budgets
+
+
+def _plan(steps: int, steps_per_epoch: int = 4) -> Plan:
+    return Plan(
+        budget=60.0,
+        probe_seconds=1.0,
+        seconds_per_step=0.1,
+        seconds_per_eval=0.5,
+        batch_size=64,
+        steps_per_epoch=steps_per_epoch,
+        steps=steps,
+        device="cpu (test)",
+    )
+
+
+def test_fit_follows_a_plan_to_the_step(tiny):
+    # 256 images in batches of 64: 4 steps an epoch; a plan of 6 steps is 1.5 epochs
+    set_seed(0)
+    plan = _plan(6)
+    seen = []
+    history = fit(resnet18(), tiny, TINY, progress=False, plan=plan, on_epoch=seen.append)
+    assert [e["epoch"] for e in history] == [1, 1.5]
+    assert history.plan == plan
+    assert history is not seen and list(history) == seen
+
+
+def test_a_plans_one_cycle_ends_annealed():
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = _scheduler(opt, FAST, steps_per_epoch=4, total_steps=6)
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(rates) == pytest.approx(0.1, rel=0.2)
+    assert rates[-1] == pytest.approx(0.1 / 25e3)  # the last of the 6 steps is fully annealed
+
+
+def test_a_plan_is_checkpointed_and_resume_follows_it(tiny, tmp_path):
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(entry):
+        if entry["epoch"] == 1:
+            raise Killed
+
+    set_seed(0)
+    straight = fit(resnet18(), tiny, TINY, progress=False, plan=_plan(6))
+    set_seed(0)
+    with pytest.raises(Killed):
+        fit(
+            resnet18(),
+            tiny,
+            TINY,
+            progress=False,
+            plan=_plan(6),
+            checkpoint=tmp_path / "p.pt",
+            on_epoch=kill_after_first,
+        )
+    assert load_checkpoint(tmp_path / "p.pt")["plan"] == _plan(6).to_dict()
+    set_seed(5)
+    # a budget given again is not re-probed: the stored plan wins
+    resumed = fit(
+        resnet18(),
+        tiny,
+        TINY,
+        progress=False,
+        budget=999,
+        checkpoint=tmp_path / "p.pt",
+        resume=True,
+    )
+    assert resumed.plan == _plan(6)
+    assert [e["epoch"] for e in resumed] == [1, 1.5]
+    assert resumed[-1]["test_acc"] == pytest.approx(straight[-1]["test_acc"], abs=1e-6)
+
+
+def test_a_budget_cannot_resume_a_run_started_without_one(tiny, tmp_path):
+    set_seed(0)
+    fit(resnet18(), tiny, TINY, epochs=1, progress=False, checkpoint=tmp_path / "e.pt")
+    with pytest.raises(ValueError, match="started without one"):
+        fit(
+            resnet18(),
+            tiny,
+            TINY,
+            epochs=1,
+            progress=False,
+            budget=60,
+            checkpoint=tmp_path / "e.pt",
+            resume=True,
+        )
+
+
+def test_a_plan_for_other_data_is_refused(tiny):
+    with pytest.raises(ValueError, match="plan counts 5 steps per epoch"):
+        fit(resnet18(), tiny, TINY, progress=False, plan=_plan(6, steps_per_epoch=5))
+
+
+@pytest.mark.parametrize(("budget", "error"), [(0, ValueError), ("3 min", TypeError)])
+def test_bad_budgets_are_refused(tiny, budget, error):
+    with pytest.raises(error, match="budget"):
+        fit(resnet18(), tiny, TINY, progress=False, budget=budget)
+
+
+@pytest.mark.slow
+def test_fit_with_a_budget_probes_plans_and_says_so(tiny, capsys):
+    set_seed(0)
+    model = resnet18()
+    history = fit(model, tiny, TINY, budget=20)
+    out = capsys.readouterr().out
+    plan = history.plan
+    assert plan is not None and plan.steps >= 1
+    assert plan.probe_seconds <= 0.05 * 20 + 0.5  # the probe keeps to its 5% (+ set-up)
+    assert plan.expected_seconds <= 20
+    assert plan.describe() in out
+    assert "fast recipe on cpu" in out and history.speedups.describe() in out
+    assert history[-1]["epoch"] == pytest.approx(plan.epochs, abs=0.01)
+    # the model comes back with plain convolutions, whatever fit computed with
+    assert not any(type(m).__name__ == "SmallMapConv2d" for m in model.modules())

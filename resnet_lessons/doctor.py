@@ -1,0 +1,249 @@
+"""``python -m resnet_lessons doctor``: is this machine ready for the course, and how fast is it?
+
+Each check is a :class:`Check` (what, whether it is fine, what was found, the fix). The
+essential ones (PyTorch, the packages the notebooks import, the data) make the command
+exit non-zero with the fix; the others are advice. Then, unless ``--no-probe``, a few
+seconds of real training steps measure this machine and turn into expected times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+
+#: Packages whose versions the doctor reports: (distribution, essential, why it is needed).
+PACKAGES = (
+    ("torch", True, "the networks and training"),
+    ("torchvision", True, "reference models and the data download"),
+    ("numpy", True, "plots and tests"),
+    ("matplotlib", True, "every figure"),
+    ("ipywidgets", True, "the sliders of notebook 02"),
+    ("tqdm", True, "progress bars"),
+    ("jupyterlab", False, "opening the notebooks (make lab installs it)"),
+    ("jupyterlab_widgets", False, "drawing the sliders inside JupyterLab"),
+)
+
+#: Test accuracy of the fast recipe by epochs trained (one-cycle schedule spanning the run),
+#: measured on the full data: (epochs, accuracy, where). The doctor quotes the nearest one.
+MEASURED_ACCURACY = (
+    (1.9, 0.905, "3-min budget, 2-core AVX2 CPU"),
+    (5.0, 0.920, "fast recipe's 5 epochs, 2-core AVX-512 BF16 CPU"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    essential: bool = False
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else ("FAIL" if self.essential else "warn")
+        text = f"[{mark}] {self.name}: {self.detail}"
+        if not self.ok and self.fix:
+            text += f"\n       fix: {self.fix}"
+        return text
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_packages(version: Callable[[str], str | None] = _version) -> list[Check]:
+    """Python and the packages the course needs, with their versions."""
+    checks = [
+        Check(
+            "python",
+            sys.version_info >= (3, 10),
+            f"{platform.python_version()} ({sys.executable})",
+            "install Python 3.10 or newer and run: make PYTHON=python3.11 lab",
+            essential=True,
+        )
+    ]
+    for name, essential, why in PACKAGES:
+        found = version(name)
+        checks.append(
+            Check(
+                name,
+                found is not None,
+                found or f"not installed (needed for {why})",
+                "run `make lab` (it installs everything into .venv), or `pip install -e '.[lab]'`",
+                essential=essential,
+            )
+        )
+    return checks
+
+
+def check_hardware() -> list[Check]:
+    """The CPU (model, features, threads) and any GPU."""
+    import torch
+
+    from .speed import cpu_info
+
+    info = cpu_info()
+    features = ", ".join(info.features) or "none of " + ", ".join(("AVX2", "AVX-512", "NEON"))
+    checks = [
+        Check("cpu", True, info.describe()),
+        Check(
+            "cpu features",
+            True,
+            f"{features}; bf16 autocast {'native' if info.native_bf16 else 'not native (float32)'}",
+        ),
+    ]
+    if torch.cuda.is_available():
+        gpu = f"CUDA: {torch.cuda.get_device_name(0)} (notebook 05 runs the lecture's recipe)"
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        gpu = "Apple MPS (notebook 05 runs the lecture's recipe)"
+    else:
+        gpu = "none: training runs on the CPU (notebook 05 trains on a time budget)"
+    checks.append(Check("gpu", True, gpu))
+    return checks
+
+
+def check_data(find: Callable[..., object] | None = None) -> Check:
+    """Where Fashion-MNIST is, or how to get it (no download is attempted)."""
+    from .data import CorruptDataError, DataNotFoundError, find_fashion_mnist, load_fashion_mnist
+
+    find = find or find_fashion_mnist
+    try:
+        folder = find(download=False)
+        load_fashion_mnist(folder, download=False)  # reads and checks all four files
+    except DataNotFoundError as error:
+        return Check(
+            "fashion-mnist",
+            False,
+            "not found on this machine",
+            "let it download once (python -c 'from resnet_lessons.data import "
+            "load_fashion_mnist; load_fashion_mnist()'), or `sudo apt-get install "
+            "dataset-fashion-mnist`, or put the four .gz files in ./data or "
+            f"$RESNET_LESSONS_DATA. Looked: {' '.join(str(error).split())}",
+            essential=True,
+        )
+    except CorruptDataError as error:
+        return Check(
+            "fashion-mnist",
+            False,
+            " ".join(str(error).split()),
+            "delete the damaged file and get it again",
+            essential=True,
+        )
+    return Check("fashion-mnist", True, f"found in {folder}")
+
+
+def check_widgets(version: Callable[[str], str | None] = _version) -> Check:
+    """Whether JupyterLab will draw the ipywidgets sliders."""
+    lab, widgets, lab_widgets = (
+        version("jupyterlab"),
+        version("ipywidgets"),
+        version("jupyterlab_widgets"),
+    )
+    if lab and widgets and lab_widgets and int(widgets.split(".")[0]) >= 8:
+        return Check("widgets", True, f"ipywidgets {widgets} with jupyterlab_widgets {lab_widgets}")
+    return Check(
+        "widgets",
+        False,
+        "JupyterLab or its widget extension is missing: the sliders would show as text",
+        "run `make lab`, or `pip install 'ipywidgets>=8' jupyterlab`",
+    )
+
+
+def nearest_measured(epochs: float) -> tuple[float, float, str]:
+    """The measured (epochs, accuracy, where) closest to ``epochs`` from below, if any."""
+    below = [row for row in MEASURED_ACCURACY if row[0] <= epochs + 1e-9]
+    return below[-1] if below else MEASURED_ACCURACY[0]
+
+
+def speed_report(seconds: float = 4.0) -> list[str]:
+    """Time a few training steps of both recipes here (about ``seconds`` each, the way
+    ``fit(budget=...)`` probes) and turn them into expected times, as lines of text."""
+    import time
+
+    import torch
+
+    from . import resnet18
+    from .budget import PROBE_FRACTION, format_seconds, make_plan
+    from .data import load_fashion_mnist
+    from .speed import pick_speedups, use_small_map_convs
+    from .train import FAST, LECTURE, _device_name, _probe_and_plan, native_bf16, resolve_device
+
+    device = resolve_device(None)
+    data = load_fashion_mnist(download=False)
+    lines = []
+    for recipe in (FAST, LECTURE):
+        # the lecture's 96x96 steps are slow on a CPU: time batches of 32 and scale up
+        probed = recipe if recipe is FAST else dataclasses.replace(recipe, batch_size=32)
+        torch.manual_seed(0)
+        model = resnet18().to(device)
+        speedups = pick_speedups(
+            device,
+            channels_last=recipe.channels_last,
+            bf16=recipe.bf16,
+            native_bf16=native_bf16(device),
+        )
+        if speedups.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if speedups.small_maps:
+            use_small_map_convs(model)
+        steps_per_epoch = math.ceil(len(data.train_labels) / probed.batch_size)
+        plan = _probe_and_plan(
+            model, data, probed, device, speedups, seconds / PROBE_FRACTION, steps_per_epoch,
+            None, 0, 1, time.perf_counter(),
+        )  # fmt: skip
+        whole = recipe.epochs * (steps_per_epoch * plan.seconds_per_step + plan.seconds_per_eval)
+        lines.append(
+            f"{recipe.name} recipe: ~{plan.images_per_second:,.0f} training images/s here "
+            f"({speedups.describe()}); its {recipe.epochs} epochs would take "
+            f"~{format_seconds(whole)}"
+        )
+        if recipe is FAST:
+            three = make_plan(
+                180,
+                seconds_per_step=plan.seconds_per_step,
+                seconds_per_eval=plan.seconds_per_eval,
+                steps_per_epoch=steps_per_epoch,
+                batch_size=recipe.batch_size,
+                probe_seconds=PROBE_FRACTION * 180,
+                device=_device_name(device),
+            )
+            epochs, accuracy, where = nearest_measured(three.epochs)
+            lines.append(
+                f"a 3-minute budget (train --minutes 3, notebook 05) is ~{three.epochs:.1f} "
+                f"epochs here: expect about {accuracy:.0%} test accuracy (measured "
+                f"{accuracy:.3f} after {epochs:g} epochs, {where})"
+            )
+    return lines
+
+
+def run(probe: bool = True, out: Callable[[str], object] = print) -> int:
+    """Print the report; 0 when every essential check passes, else 1."""
+    checks = check_packages()
+    if not any(c.name == "torch" and not c.ok for c in checks):
+        checks += check_hardware()
+        checks.append(check_data())
+    checks.append(check_widgets())
+    for check in checks:
+        out(check.line())
+    failed = [c for c in checks if c.essential and not c.ok]
+    if failed:
+        out(f"\n{len(failed)} essential check(s) failed: {', '.join(c.name for c in failed)}.")
+        return 1
+    if probe:
+        out("\nmeasuring a few training steps (about 10 s) ...")
+        for line in speed_report():
+            out(line)
+    warnings = [c for c in checks if not c.ok]
+    summary = "ready" + (f", with {len(warnings)} warning(s)" if warnings else "")
+    out(f"\nsummary: {summary}.")
+    return 0
