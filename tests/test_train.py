@@ -157,8 +157,11 @@ def test_overrides_change_the_recipe(tiny):
 def test_fit_learns(data):
     set_seed(0)
     small = data.subset(3000, 500)
-    history = fit(resnet18(), small, dataclasses.replace(FAST, epochs=3), progress=False)
-    # 10 classes: guessing gives 0.1; three short epochs on 3000 images reach ~0.75
+    recipe = dataclasses.replace(FAST, epochs=2, batch_size=64)  # 94 steps, not 36 of 256
+    history = fit(resnet18(), small, recipe, progress=False)
+    # 10 classes: guessing gives 0.1. Measured in float32 on a 2-core AVX2 CPU, seeds
+    # 0/1/2: 0.752 / 0.770 / 0.734, so 0.6 leaves a wide margin for bf16's rounding on
+    # AVX-512 BF16 machines too (emulated bf16 was too slow to measure here)
     assert history[-1]["test_acc"] > 0.6
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
