@@ -9,11 +9,14 @@ from matplotlib.figure import Figure
 
 from resnet_lessons.data import CLASSES, prepare_batch
 from resnet_lessons.plots import (
+    REFERENCE_RUNS,
     confusion_matrix,
+    load_run,
     most_confident_mistakes,
     new_figure,
     plot_confusion_matrix,
     plot_history,
+    run_label,
     show_images,
 )
 
@@ -64,6 +67,52 @@ def test_plot_history_rejects_missing_keys() -> None:
 def test_plot_history_empty_is_an_empty_plot() -> None:
     fig = plot_history([], num_epochs=5)
     assert all(len(line.get_xdata()) == 0 for line in fig.axes[0].get_lines())
+
+
+def test_a_reference_run_is_drawn_underneath_in_grey() -> None:
+    reference = [dict(row, test_acc=row["test_acc"] + 0.01) for row in HISTORY]
+    fig = plot_history(HISTORY[:1], num_epochs=3, reference=reference, reference_label="rec")
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 6  # three reference curves, then the three live ones
+    assert [line.get_label() for line in lines[3:]] == ["train loss", "train acc", "test acc"]
+    assert lines[0].get_label() == "rec"  # one legend entry for the reference
+    assert all(line.get_label().startswith("_") for line in lines[1:3])
+    assert all(line.get_color() == "0.6" for line in lines[:3])
+    assert list(lines[2].get_ydata()) == [0.81, 0.87, 0.90]
+    renders(fig)
+
+
+def test_a_reference_alone_draws_before_the_first_epoch() -> None:
+    fig = plot_history([], num_epochs=2, reference=HISTORY)
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == 3
+    with pytest.raises(ValueError, match=r"reference\[1\] lacks train_acc"):
+        plot_history([], reference=[HISTORY[0], {"epoch": 2, "train_loss": 1, "test_acc": 1}])
+
+
+def test_fractional_epochs_of_a_budget_fit_the_axes() -> None:
+    history = [dict(HISTORY[0], epoch=0.4)]
+    fig = plot_history(history)
+    low, high = fig.axes[0].get_xlim()
+    assert low <= 0.4 <= high
+
+
+def test_the_shipped_reference_run_says_where_it_ran() -> None:
+    run = load_run(REFERENCE_RUNS / "fast_3min_avx2.json")
+    assert run["recipe"] == "fast" and run["cpu_kind"] == "AVX2"
+    assert run["plan"]["budget"] == 180
+    assert run["test_acc"] == run["history"][-1]["test_acc"]
+    assert run_label(run) == "recorded: fast, 3 min, AVX2 CPU"
+    plot_history(run["history"], reference=run["history"])
+
+
+def test_load_run_names_a_bad_file(tmp_path) -> None:
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read a recorded run from .*metrics.json"):
+        load_run(bad)
+    bad.write_text('{"recipe": "fast"}')
+    with pytest.raises(ValueError, match="no history"):
+        load_run(bad)
 
 
 def test_show_images_titles_are_class_names() -> None:

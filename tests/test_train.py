@@ -316,6 +316,17 @@ def test_live_plot_when_asked(tiny, capsys):
     assert out.count("IPython.core.display.Image") == 2  # shown, then updated, once per epoch
 
 
+def test_live_plot_shows_a_reference_before_the_first_epoch(tiny, capsys):
+    pytest.importorskip("IPython")
+    set_seed(0)
+    reference = {"recipe": "fast", "history": [dict(epoch=1, train_loss=1, train_acc=0.5,
+                 test_acc=0.5)]}  # fmt: skip
+    fit(resnet18(), tiny, TINY, epochs=1, progress=False, plot=True, reference=reference)
+    assert capsys.readouterr().out.count("IPython.core.display.Image") == 2  # before + epoch 1
+    with pytest.raises(TypeError, match="reference must be a recorded run"):
+        fit(resnet18(), tiny, TINY, epochs=1, progress=False, plot=True, reference=[1])
+
+
 def test_recipe_defaults_are_documented():
     """Every field of Recipe carries its reason inline (the nanoGPT style)."""
     import inspect
