@@ -120,8 +120,7 @@ def test_rotate_by_zero_is_the_identity_and_by_90_is_rot90():
     set_seed(0)
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(rotate(x, torch.zeros(3)), x)
-    # counter-clockwise on screen (row 0 at the top) is torch.rot90 with dims (-1, -2)... in
-    # array terms: the top row moves to the left column.
+    # counter-clockwise on screen (row 0 at the top), as torch.rot90 / numpy.rot90 turn arrays
     turned = rotate(x, torch.full((3,), 90.0))
     torch.testing.assert_close(turned, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
 
