@@ -94,9 +94,11 @@ class Plan:
 
 
 def format_seconds(seconds: float) -> str:
-    """``180 -> '3 min'``, ``90 -> '1.5 min'``, ``45 -> '45 s'``, ``3600 -> '60 min'``."""
+    """``180 -> '3 min'``, ``90 -> '1.5 min'``, ``45 -> '45 s'``, ``10800 -> '3.0 h'``."""
     if seconds < 60:
         return f"{seconds:.0f} s"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
     minutes = seconds / 60
     return f"{minutes:.0f} min" if abs(minutes - round(minutes)) < 0.05 else f"{minutes:.1f} min"
 

@@ -168,18 +168,17 @@ def nearest_measured(epochs: float) -> tuple[float, float, str]:
 def speed_report(seconds: float = 4.0) -> list[str]:
     """Time a few training steps of both recipes here (about ``seconds`` each, the way
     ``fit(budget=...)`` probes) and turn them into expected times, as lines of text."""
-    import time
-
     import torch
 
     from . import resnet18
     from .budget import PROBE_FRACTION, format_seconds, make_plan
     from .data import load_fashion_mnist
     from .speed import pick_speedups, use_small_map_convs
-    from .train import FAST, LECTURE, _device_name, _probe_and_plan, native_bf16, resolve_device
+    from .train import FAST, LECTURE, _device_name, measure_speed, native_bf16, resolve_device
 
     device = resolve_device(None)
     data = load_fashion_mnist(download=False)
+    n_train = len(data.train_labels)
     lines = []
     for recipe in (FAST, LECTURE):
         # the lecture's 96x96 steps are slow on a CPU: time batches of 32 and scale up
@@ -196,23 +195,20 @@ def speed_report(seconds: float = 4.0) -> list[str]:
             model.to(memory_format=torch.channels_last)
         if speedups.small_maps:
             use_small_map_convs(model)
-        steps_per_epoch = math.ceil(len(data.train_labels) / probed.batch_size)
-        plan = _probe_and_plan(
-            model, data, probed, device, speedups, seconds / PROBE_FRACTION, steps_per_epoch,
-            None, 0, 1, time.perf_counter(),
-        )  # fmt: skip
-        whole = recipe.epochs * (steps_per_epoch * plan.seconds_per_step + plan.seconds_per_eval)
+        per_step, per_eval = measure_speed(model, data, probed, device, speedups, seconds)
+        per_image = per_step / probed.batch_size
+        whole = recipe.epochs * (n_train * per_image + per_eval)
         lines.append(
-            f"{recipe.name} recipe: ~{plan.images_per_second:,.0f} training images/s here "
+            f"{recipe.name} recipe: ~{1 / per_image:,.0f} training images/s here "
             f"({speedups.describe()}); its {recipe.epochs} epochs would take "
             f"~{format_seconds(whole)}"
         )
         if recipe is FAST:
             three = make_plan(
                 180,
-                seconds_per_step=plan.seconds_per_step,
-                seconds_per_eval=plan.seconds_per_eval,
-                steps_per_epoch=steps_per_epoch,
+                seconds_per_step=per_step,
+                seconds_per_eval=per_eval,
+                steps_per_epoch=math.ceil(n_train / recipe.batch_size),
                 batch_size=recipe.batch_size,
                 probe_seconds=PROBE_FRACTION * 180,
                 device=_device_name(device),
@@ -240,7 +236,7 @@ def run(probe: bool = True, out: Callable[[str], object] = print) -> int:
         out(f"\n{len(failed)} essential check(s) failed: {', '.join(c.name for c in failed)}.")
         return 1
     if probe:
-        out("\nmeasuring a few training steps (about 10 s) ...")
+        out("\nmeasuring a few training steps of both recipes (about 20 s) ...")
         for line in speed_report():
             out(line)
     warnings = [c for c in checks if not c.ok]

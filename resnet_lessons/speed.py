@@ -60,7 +60,7 @@ class CPUInfo:
 
     def describe(self) -> str:
         """One line: ``AMD EPYC 7B13 (x86_64, AVX2; 2 threads of 2 CPUs)``."""
-        threads = f"{self.threads} threads of {self.cores} CPUs"
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''} of {self.cores} CPUs"
         return f"{self.model} ({self.arch}, {self.kind}; {threads})"
 
 

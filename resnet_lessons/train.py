@@ -553,6 +553,58 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
+def measure_speed(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    device: torch.device,
+    speedups: Speedups,
+    limit: float,
+    world: int = 1,
+) -> tuple[float, float]:
+    """``(seconds per training step, seconds per pass over the test images)`` here, timed
+    within about ``limit`` seconds on a throw-away copy of ``model`` (a few real steps of
+    this process's share of a batch, and one test batch scaled to the test set)."""
+    copy_ = copy.deepcopy(model)
+    optimizer = _optimizer(copy_, recipe)
+    local = _share(recipe.batch_size, 0, world).stop  # this process's share of a batch
+    local = min(local, len(data.train_labels))
+    images, labels = data.train_images[:local], data.train_labels[:local].to(device)
+    n_eval = min(recipe.eval_batch_size, len(data.test_labels))
+
+    def step() -> None:
+        copy_.train()
+        x = prepare_batch(
+            images, device, resize=recipe.resize, channels_last=speedups.channels_last
+        )
+        with _autocast(device, speedups.bf16):
+            scores = copy_(x)
+        loss = F.cross_entropy(scores.float(), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _synchronize(device)
+
+    def eval_batch() -> None:
+        predict(
+            copy_,
+            data.test_images[:n_eval],
+            device=device,
+            resize=recipe.resize,
+            batch_size=n_eval,
+            channels_last=speedups.channels_last,
+            bf16=speedups.bf16,
+        )
+        _synchronize(device)
+
+    measured = probe(step, eval_batch, max(limit, 1e-3))
+    n_test = len(data.test_labels)
+    return (
+        measured.seconds_per_step * PROBE_MARGIN,
+        measured.seconds_per_eval_batch * math.ceil(n_test / n_eval),
+    )
+
+
 def _probe_and_plan(
     model: nn.Module,
     data: FashionMNIST,
@@ -570,46 +622,12 @@ def _probe_and_plan(
     probes, every rank follows its plan)."""
     shared: list[Any] = [None]
     if rank == 0:
-        copy_ = copy.deepcopy(model)
-        optimizer = _optimizer(copy_, recipe)
-        local = _share(recipe.batch_size, 0, world).stop  # this process's share of a batch
-        local = min(local, len(data.train_labels))
-        images, labels = data.train_images[:local], data.train_labels[:local].to(device)
-        n_eval = min(recipe.eval_batch_size, len(data.test_labels))
-
-        def step() -> None:
-            copy_.train()
-            x = prepare_batch(
-                images, device, resize=recipe.resize, channels_last=speedups.channels_last
-            )
-            with _autocast(device, speedups.bf16):
-                scores = copy_(x)
-            loss = F.cross_entropy(scores.float(), labels, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            _synchronize(device)
-
-        def eval_batch() -> None:
-            predict(
-                copy_,
-                data.test_images[:n_eval],
-                device=device,
-                resize=recipe.resize,
-                batch_size=n_eval,
-                channels_last=speedups.channels_last,
-                bf16=speedups.bf16,
-            )
-            _synchronize(device)
-
         limit = PROBE_FRACTION * budget - (time.perf_counter() - started)
-        measured = probe(step, eval_batch, max(limit, 1e-3))
-        del copy_, optimizer
-        n_test = len(data.test_labels)
+        per_step, per_eval = measure_speed(model, data, recipe, device, speedups, limit, world)
         shared[0] = make_plan(
             budget,
-            seconds_per_step=measured.seconds_per_step * PROBE_MARGIN,
-            seconds_per_eval=measured.seconds_per_eval_batch * math.ceil(n_test / n_eval),
+            seconds_per_step=per_step,
+            seconds_per_eval=per_eval,
             steps_per_epoch=steps_per_epoch,
             batch_size=recipe.batch_size,
             probe_seconds=time.perf_counter() - started,

@@ -110,7 +110,8 @@ def test_a_plan_survives_json_and_checkpoints():
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(180, "3 min"), (90, "1.5 min"), (45, "45 s"), (600, "10 min")]
+    ("seconds", "text"),
+    [(180, "3 min"), (90, "1.5 min"), (45, "45 s"), (600, "10 min"), (10800, "3.0 h")],
 )
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
