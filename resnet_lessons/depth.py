@@ -94,7 +94,9 @@ class PlainBlock(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
 
 
-def plain_block(in_channels: int, out_channels: int, num_blocks: int, first_block: bool = False):
+def plain_block(
+    in_channels: int, out_channels: int, num_blocks: int, first_block: bool = False
+) -> nn.Sequential:
     """A stage of :class:`PlainBlock`; the first one has stride 2 unless ``first_block``
     (the same rule as :func:`~resnet_lessons.resnet_block`).
 
@@ -209,10 +211,12 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 class DenseBlock(nn.Module):
-    """Two linear layers, each followed by BN (optional) and ReLU, with or without a shortcut.
+    """One linear layer, pre-activated, with or without a shortcut (Balduzzi et al. 2017).
 
-    residual: ``relu(x + bn2(fc2(relu(bn1(fc1(x))))))``; plain: the same without ``x +``.
-    The fully connected twin of :class:`~resnet_lessons.Residual` / :class:`PlainBlock`.
+    residual: ``x + fc(relu(bn(x)))``; plain: ``fc(relu(bn(x)))``. The shortcut is the
+    bare identity (He et al.'s 2016 "identity mappings" ordering: batch norm and ReLU
+    inside the branch), so a zero ``fc`` makes the residual block exactly the identity.
+    ``batch_norm=False`` drops the BN.
 
     Shapes: ``(N, width) -> (N, width)``.
     """
@@ -221,17 +225,12 @@ class DenseBlock(nn.Module):
         super().__init__()
         check_int("width", width)
         self.shortcut = shortcut
-        self.fc1 = nn.Linear(width, width)
-        self.bn1 = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
-        self.fc2 = nn.Linear(width, width)
-        self.bn2 = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.bn = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.fc = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.fc1(x)))  # (N, width)
-        out = self.bn2(self.fc2(out))  # (N, width)
-        if self.shortcut:
-            out = out + x  # deviation from the identity
-        return F.relu(out)
+        out = self.fc(F.relu(self.bn(x)))  # (N, width)
+        return x + out if self.shortcut else out  # deviation from the identity, or from zero
 
     def extra_repr(self) -> str:
         return f"shortcut={self.shortcut}"
@@ -247,41 +246,44 @@ def deep_mlp(
     batch_norm: bool = True,
     init: str = "default",
 ) -> nn.Sequential:
-    """A fully connected net with ``depth`` weighted layers: ``inp`` (linear + ReLU),
-    ``(depth - 2) / 2`` :class:`DenseBlock` s, ``out`` (linear). ``depth`` must be even, >= 2.
+    """A fully connected net with ``depth`` weighted layers: ``inp`` (linear),
+    ``depth - 2`` :class:`DenseBlock` s, ``out`` (BN, ReLU, linear).
 
-    ``init="identity"`` starts every block as the identity on its (non-negative)
-    input: residual blocks get ``fc2`` zeroed (their branch outputs 0, so
-    ``relu(0 + x) = x``); plain blocks get identity weight matrices and zero biases
-    (``relu(I relu(I x)) = x`` for ``x >= 0``). Without batch norm, this is how
-    the weight-decay experiment of notebook 06 starts both nets from the same
-    function. ``"default"`` is PyTorch's initialisation.
+    The nets of Balduzzi et al. (2017) for shattered gradients: width 200, batch
+    norm, a scalar input and output (the defaults here but the width).
+
+    ``init="identity"`` starts every block as the identity on non-negative
+    features: residual blocks get a zero ``fc`` (``x + 0``), plain blocks an
+    identity weight matrix and a zero bias (``I relu(x) = x`` for ``x >= 0``). Then
+    the plain and the residual net compute the same function at the start,
+    ``out(relu(inp(x)))``; the weight-decay experiment of notebook 06 uses this
+    without batch norm. ``"default"`` is PyTorch's initialisation.
 
     Shapes: ``(N, in_features) -> (N, out_features)``.
     """
     check_int("depth", depth, 2)
-    if depth % 2:
-        raise ValueError(
-            f"depth={depth} must be even: an input layer, blocks of two layers, an output "
-            f"layer. Use {depth - 1} or {depth + 1}."
-        )
+    check_int("width", width)
+    check_int("in_features", in_features)
+    check_int("out_features", out_features)
     if init not in ("default", "identity"):
         raise ValueError(f"init must be 'default' or 'identity', got {init!r}.")
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["inp"] = nn.Sequential(nn.Linear(in_features, width), nn.ReLU())
-    for i in range((depth - 2) // 2):
+    layers["inp"] = nn.Linear(in_features, width)
+    for i in range(depth - 2):
         block = DenseBlock(width, shortcut=shortcuts, batch_norm=batch_norm)
         if init == "identity":
             with torch.no_grad():
                 if shortcuts:
-                    block.fc2.weight.zero_()
-                    block.fc2.bias.zero_()
+                    block.fc.weight.zero_()
                 else:
-                    for fc in (block.fc1, block.fc2):
-                        fc.weight.copy_(torch.eye(width))
-                        fc.bias.zero_()
+                    block.fc.weight.copy_(torch.eye(width))
+                block.fc.bias.zero_()
         layers[f"block{i + 1}"] = block
-    layers["out"] = nn.Linear(width, out_features)
+    layers["out"] = nn.Sequential(
+        nn.BatchNorm1d(width) if batch_norm else nn.Identity(),
+        nn.ReLU(),
+        nn.Linear(width, out_features),
+    )
     return nn.Sequential(layers)
 
 
@@ -443,12 +445,7 @@ def zero_init_residual(model: nn.Module) -> nn.Module:
     """
     found = 0
     for module in model.modules():
-        if isinstance(module, Residual) or (isinstance(module, DenseBlock) and module.shortcut):
-            if not isinstance(module.bn2, nn.modules.batchnorm._BatchNorm):
-                raise ValueError(
-                    f"{type(module).__name__} has no batch norm to zero; build it with "
-                    "batch_norm=True, or use init='identity'."
-                )
+        if isinstance(module, Residual):
             nn.init.zeros_(module.bn2.weight)
             found += 1
     if found == 0:
@@ -460,7 +457,8 @@ def zero_init_residual(model: nn.Module) -> nn.Module:
 
 
 def block_names(model: nn.Module) -> list[str]:
-    """The names of the blocks of a :class:`ThinResNet` (``"stage1.0"`` ...), in order."""
+    """The names of the blocks of a :class:`ThinResNet` (``"stage1.0"`` ...) or of a
+    :func:`deep_mlp` (``"block1"`` ...), in order."""
     return [
         name
         for name, m in model.named_modules()
@@ -510,8 +508,6 @@ def remove_block(model: nn.Module, name: str) -> nn.Module:
     old = parent.get_submodule(child)
     if isinstance(old, Residual):
         replacement: nn.Module = _Lesioned(old.shortcut)
-    elif isinstance(old, DenseBlock) and old.shortcut:
-        replacement = _Lesioned(nn.Identity())
     else:
         replacement = nn.Identity()
     setattr(parent, child, replacement)

@@ -99,8 +99,11 @@ def test_bad_arguments():
     assert check_depth(56) == 9
 
 
-def test_deep_mlp_layers_and_identity_init():
+def test_deep_mlp_layers_blocks_and_identity_init():
+    x = torch.randn(5, 3)
+    outputs = []
     for shortcuts in (True, False):
+        set_seed(0)
         net = deep_mlp(
             10,
             shortcuts=shortcuts,
@@ -111,15 +114,21 @@ def test_deep_mlp_layers_and_identity_init():
             init="identity",
         )
         assert len(weighted_layers(net)) == 10
-        x = torch.randn(5, 3)
-        h = net.inp(x)  # non-negative features
+        assert len(block_names(net)) == 8
+        h = torch.relu(net.inp(x))  # non-negative features
         for name in block_names(net):
             torch.testing.assert_close(net.get_submodule(name)(h), h)
-        assert net(x).shape == (5, 2)
-    with pytest.raises(ValueError, match="even"):
-        deep_mlp(9)
+        outputs.append(net(x))
+    # same seed, same inp/out layers: both nets start as the same function
+    torch.testing.assert_close(outputs[0], outputs[1])
+    block = deep_mlp(3, width=4).block1
+    assert isinstance(block, DenseBlock) and isinstance(block.bn, nn.BatchNorm1d)
+    z = torch.randn(6, 4)
+    torch.testing.assert_close(block(z), z + block.fc(torch.relu(block.bn(z))))
     with pytest.raises(ValueError, match="init"):
         deep_mlp(8, init="zeros")
+    with pytest.raises(ValueError, match="at least 2"):
+        deep_mlp(1)
 
 
 def test_zero_init_residual_makes_blocks_the_identity():
@@ -132,8 +141,6 @@ def test_zero_init_residual_makes_blocks_the_identity():
     assert all(m.bn2.weight.abs().sum() == 0 for m in model.modules() if isinstance(m, Residual))
     with pytest.raises(ValueError, match="no residual blocks"):
         zero_init_residual(thin_resnet(20, shortcuts=False))
-    dense = zero_init_residual(deep_mlp(6, width=4))
-    assert all(b.bn2.weight.abs().sum() == 0 for b in dense.modules() if isinstance(b, DenseBlock))
 
 
 def test_train_classifier_learns_and_is_reproducible():
