@@ -937,7 +937,7 @@ def _check_stage(
             name,
             "downsample_every",
             f"{call} gives {tuple(out.shape)}: every block downsamples. Only the first block "
-            f"of a stage has stride 2 (and the 1x1 conv); the other {n - 1} use stride 1.",
+            f"of a stage has stride 2 (and the 1x1 conv); the rest use stride 1.",
         )
     if not first_block and tuple(out.shape[2:]) == (size, size) and size > 1:
         return _failed(

@@ -18,6 +18,8 @@ model built once). This is the only module that imports ipywidgets.
 
 from __future__ import annotations
 
+import base64
+import html
 from collections.abc import Sequence
 
 import ipywidgets as widgets
@@ -132,11 +134,17 @@ class ResidualExplorer(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs: object) -> dict[str, object]:
         bundle = super()._repr_mimebundle_(**kwargs)
-        # A static copy for viewers that cannot draw widgets; JupyterLab prefers the widget.
+        # A static copy for viewers that cannot draw widgets (JupyterLab prefers the widget).
+        # The picture goes in as an <img>: an untrusted notebook's HTML is sanitised, which
+        # keeps images but drops inline SVG.
+        picture = self._picture
+        data = base64.b64encode(picture.svg.encode()).decode("ascii")
         bundle["text/html"] = (
             f"<div class='residual-explorer-static'><p><b>Residual block</b> "
             f"(run the notebook to move the sliders): output shape "
-            f"<code>{self.readout.value}</code></p>{self.picture.value}</div>"
+            f"<code>{self.readout.value}</code></p>"
+            f"<img class='stride-picture-static' src='data:image/svg+xml;base64,{data}' "
+            f"alt='{html.escape(str(picture), quote=True)}'></div>"
         )
         return bundle
 
@@ -158,9 +166,10 @@ class ResidualExplorer(widgets.VBox):
             self.readout.value = _fmt_shape(result.output_shape)
         else:
             self.readout.value = "none: Residual raises a ValueError, see below"
-        self.picture.value = stride_picture(
+        self._picture = stride_picture(
             result.input_shape[2], result.stride, use_1x1conv=result.use_1x1conv
-        ).svg
+        )
+        self.picture.value = self._picture.svg
         self.details.value = result._repr_html_()
 
 

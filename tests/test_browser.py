@@ -1,9 +1,13 @@
 """The real-browser test: JupyterLab started here, Debian's Chromium driven by Playwright.
 
 It opens ``02_stride_and_channels.ipynb`` (from a temporary copy of ``notebooks/``, so
-nothing in the repository changes), clears the saved outputs and runs all cells from the
-menus, moves the ``stride`` slider with the keyboard and checks that the ``.shape-readout``
-text becomes exactly the shape the formula predicts.
+nothing in the repository changes), checks that the saved stride picture shows before any
+kernel has run (the static copy of the explorer), clears the saved outputs and runs all
+cells from the menus, moves the ``stride`` slider with the keyboard and checks that the
+``.shape-readout`` text becomes exactly the shape the formula predicts and that the stride
+picture shows as many kernel windows as the output has pixels. It leaves a screenshot of
+the explorer at 1280x720 (``explorer-1280x720.png`` in the test's temporary directory, or
+in ``$RESNET_LESSONS_SCREENSHOTS`` when set).
 
 Where ``/usr/bin/chromium`` or the playwright package is missing (a student's laptop) the
 test skips with the reason; under CI (``CI=true``) it fails instead. Playwright drives the
@@ -167,6 +171,10 @@ def running_jupyterlab(base: Path) -> Iterator[tuple[str, str]]:
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    # Every cell in the page, so the saved outputs far down the notebook can be found.
+    notebook = dirs["config"] / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    notebook.mkdir(parents=True)
+    (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     env = os.environ | {
         "JUPYTER_CONFIG_DIR": str(dirs["config"]),
         "JUPYTER_DATA_DIR": str(dirs["data"]),
@@ -267,6 +275,16 @@ def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
     _wait_for_idle_kernel(page)
     page.locator(".jp-NotebookPanel .jp-Cell").first.click()  # the notebook has the focus
 
+    # Before any cell runs, the saved output shows the explorer's static copy with the
+    # stride picture (the notebook is not trusted here, so no saved widget is drawn).
+    saved = page.locator(".jp-NotebookPanel img.stride-picture-static")
+    saved.first.scroll_into_view_if_needed(timeout=STEP_MS)
+    alt = saved.first.get_attribute("alt") or ""
+    found = re.search(r"lands at (\d+) positions", alt)
+    assert found, f"the saved stride picture does not say what it shows: {alt!r}"
+    saved_windows = int(found.group(1))
+    assert page.evaluate("img => img.naturalWidth", saved.first.element_handle()) > 0
+
     # A clean slate: without saved outputs, any readout on the page comes from this kernel.
     _menu(page, "Edit", "Clear Outputs of All Cells")
     page.wait_for_function(
@@ -335,7 +353,32 @@ def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
     assert readout.text_content().strip() == expected
     details = explorer.locator(".shape-details")
     assert conv_formula(size, 3, after, 1) in details.text_content()
-    return {"size": size, "stride": (before, after), "readout": expected, "ms": round_trip_ms}
+
+    # The stride picture follows the slider: one kernel window per output pixel.
+    picture = explorer.locator(".stride-picture-box svg.stride-picture")
+    assert picture.count() == 1, f"expected one stride picture, found {picture.count()}"
+    assert picture.get_attribute("data-windows") == str(h * h)
+    assert picture.locator("rect.window").count() == h * h
+    assert picture.locator("rect.window.highlighted").count() == 1
+    box = picture.bounding_box()
+    assert box and box["width"] >= 400, f"the stride picture is too small to read: {box}"
+    return {
+        "size": size,
+        "stride": (before, after),
+        "readout": expected,
+        "ms": round_trip_ms,
+        "windows": (saved_windows, h * h),
+    }
+
+
+def _screenshot(page, path: Path) -> None:
+    """The explorer at 1280x720, the size of a projector, scrolled to its sliders."""
+    page.set_viewport_size({"width": 1280, "height": 720})
+    explorer = page.locator(".residual-explorer").first
+    explorer.scroll_into_view_if_needed()
+    explorer.evaluate("node => node.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
 
 
 @pytest.mark.browser
@@ -355,6 +398,10 @@ def test_stride_slider_updates_the_shape_readout(jupyterlab, tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             try:
                 result = _check_stride_slider(page, url, token)
+                folder = Path(os.environ.get("RESNET_LESSONS_SCREENSHOTS", tmp_path))
+                folder.mkdir(parents=True, exist_ok=True)
+                screenshot = folder / "explorer-1280x720.png"
+                _screenshot(page, screenshot)
             except Exception as err:
                 screenshot = tmp_path / "jupyterlab-failure.png"
                 page.screenshot(path=str(screenshot), full_page=True)
@@ -364,5 +411,6 @@ def test_stride_slider_updates_the_shape_readout(jupyterlab, tmp_path):
     print(
         f"stride {result['stride'][0]} -> {result['stride'][1]} on {result['size']}x"
         f"{result['size']}: readout {result['readout']} after {result['ms']:.0f} ms "
-        "(key press to readout, through the kernel)"
+        "(key press to readout, through the kernel); stride picture windows "
+        f"{result['windows'][0]} -> {result['windows'][1]}; screenshot {screenshot}"
     )

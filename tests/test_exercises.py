@@ -1,7 +1,9 @@
 """The exercise checkers: the reference passes, correct code written differently passes, and
 each deliberately wrong implementation gets exactly the hint for its mistake."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -494,3 +496,37 @@ def test_shapes_by_hand(answer, hint):
         assert_passes(feedback)
     else:
         assert_hint(feedback, hint)
+
+
+# --- the notebooks' exercises -----------------------------------------------------------
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0[1-4]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_end_with_exercises_stub_check_and_hidden_solution(path):
+    """Each of notebooks 01-04 ends with 2-3 exercises: a stub whose saved check says "not
+    done yet", and a hidden worked solution that asserts its check passes (nbval runs it)."""
+    cells = json.loads(path.read_text())["cells"]
+    start = next(i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises"))
+    tail = cells[start:]
+    exercises = [c for c in tail if "".join(c["source"]).startswith("### Exercise")]
+    assert 2 <= len(exercises) <= 3
+    saved = [
+        "".join(o.get("data", {}).get("text/plain", ""))
+        for c in tail
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    ]
+    not_done = [text for text in saved if "NOT DONE YET" in text]
+    hidden = [c for c in tail if c["metadata"].get("jupyter", {}).get("source_hidden")]
+    solutions = [c for c in hidden if "assert feedback, feedback.message" in "".join(c["source"])]
+    quizzes = [c for c in tail if "shape_quiz(" in "".join(c["source"])]
+    assert len(not_done) + len(quizzes) == len(exercises)
+    assert len(solutions) == len(exercises)
+    for cell in solutions:
+        outputs = "".join(
+            "".join(o.get("data", {}).get("text/plain", "")) + "".join(o.get("text", ""))
+            for o in cell["outputs"]
+        )
+        assert "PASSED" in outputs or "passed" in outputs, outputs

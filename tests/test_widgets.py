@@ -1,5 +1,6 @@
 """The stride and channel explorers: the pure functions against real blocks, then the wiring."""
 
+import base64
 import html
 import itertools
 import math
@@ -347,8 +348,11 @@ def test_the_stride_picture_follows_the_sliders():
 def test_the_explorer_has_a_static_copy_for_viewers_without_widgets():
     bundle = residual_explorer(6, 3, 6, 2, True)._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert "(4, 6, 3, 3)" in bundle["text/html"]
-    assert "data-windows='9'" in bundle["text/html"]
+    static = bundle["text/html"]
+    assert "(4, 6, 3, 3)" in static
+    assert "lands at 9 positions" in static  # the picture's alt text
+    data = re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", static).group(1)
+    assert "data-windows='9'" in base64.b64decode(data).decode()
 
 
 def test_shape_quiz_checks_each_answer_as_it_is_typed(capsys):
