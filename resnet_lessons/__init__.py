@@ -5,6 +5,7 @@ Nothing runs on import: no seeding, no device choice, no printing. Call
 """
 
 from .blocks import Bottleneck, Residual
+from .depth import PlainBlock, ThinResNet, thin_resnet
 from .network import (
     ResNet,
     from_torchvision,
@@ -34,11 +35,13 @@ from .shapes import (
 __all__ = [
     "Bottleneck",
     "LayerShape",
+    "PlainBlock",
     "ResNet",
     "ResNetShapes",
     "Residual",
     "ResidualShape",
     "ShapeTable",
+    "ThinResNet",
     "check_channel_progression",
     "conv_formula",
     "conv_output_size",
@@ -55,6 +58,7 @@ __all__ = [
     "residual_shape",
     "set_seed",
     "stem",
+    "thin_resnet",
     "trace_shapes",
 ]
 
