@@ -192,16 +192,18 @@ def test_checkpoint_is_plain_data_and_written_atomically(tiny, tmp_path):
     model.load_state_dict(state["model"])
 
 
+class Killed(Exception):
+    """Stands for a kill (Ctrl-C, SIGKILL) between two epochs."""
+
+
+def kill_after_first(entry: dict) -> None:
+    if entry["epoch"] == 1:
+        raise Killed
+
+
 def test_resume_continues_the_interrupted_run(tiny, tmp_path):
     set_seed(0)
     straight = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "a.pt")
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(entry):
-        if entry["epoch"] == 1:
-            raise Killed
 
     set_seed(0)
     with pytest.raises(Killed):
@@ -383,13 +385,6 @@ def test_a_plans_one_cycle_ends_annealed():
 
 
 def test_a_plan_is_checkpointed_and_resume_follows_it(tiny, tmp_path):
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(entry):
-        if entry["epoch"] == 1:
-            raise Killed
-
     set_seed(0)
     straight = fit(resnet18(), tiny, TINY, progress=False, plan=_plan(6))
     set_seed(0)
