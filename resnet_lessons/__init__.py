@@ -17,6 +17,8 @@ from .network import (
     resnet_block,
     stem,
 )
+from .preactivation import PreActResidual
+from .regression import ResidualMLP, residual_mlp, resnet18_regressor
 from .runtime import default_device, set_seed
 from .shapes import (
     LayerShape,
@@ -31,13 +33,16 @@ from .shapes import (
     resnet_shapes,
     trace_shapes,
 )
+from .stride_picture import stride_picture
 
 __all__ = [
     "Bottleneck",
     "LayerShape",
     "PlainBlock",
+    "PreActResidual",
     "ResNet",
     "ResNetShapes",
+    "ResidualMLP",
     "Residual",
     "ResidualShape",
     "ShapeTable",
@@ -48,7 +53,9 @@ __all__ = [
     "count_flops",
     "default_device",
     "from_torchvision",
+    "residual_mlp",
     "resnet18",
+    "resnet18_regressor",
     "resnet34",
     "resnet50",
     "resnet101",
@@ -58,6 +65,7 @@ __all__ = [
     "residual_shape",
     "set_seed",
     "stem",
+    "stride_picture",
     "thin_resnet",
     "trace_shapes",
 ]
