@@ -6,7 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k residual"`.
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k residual"`. Every run ends with
+# its 15 slowest tests (--durations=15).
 PYTEST_ARGS ?=
 
 .PHONY: lab test lint figures clean
@@ -24,7 +25,7 @@ test: export OMP_WAIT_POLICY ?= PASSIVE
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-cell-timeout=900 tests notebooks $(PYTEST_ARGS)
+		--nbval-cell-timeout=900 --durations=15 tests notebooks $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
