@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,22 +22,17 @@ def load_average() -> float | None:
         return None
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict[str, object]:
     """What the numbers depend on: CPU, cores, threads, versions, load, time."""
     import torchvision
 
+    from resnet_lessons.speed import cpu_info
+
+    info = cpu_info()
+
     return {
-        "cpu": cpu_name(),
+        "cpu": info.model,
+        "cpu_kind": info.kind,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

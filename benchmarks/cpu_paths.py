@@ -40,8 +40,7 @@ from _common import load_average, machine, table, write_results  # noqa: E402
 
 from resnet_lessons import count_flops, resnet18  # noqa: E402
 from resnet_lessons.data import load_fashion_mnist, prepare_batch  # noqa: E402
-from resnet_lessons.speed import cpu_info, use_small_map_convs  # noqa: E402
-from resnet_lessons.train import native_bf16  # noqa: E402
+from resnet_lessons.speed import cpu_info, native_bf16, use_small_map_convs  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

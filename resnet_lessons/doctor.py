@@ -173,8 +173,7 @@ def speed_report(seconds: float = 4.0) -> list[str]:
     from . import resnet18
     from .budget import PROBE_FRACTION, format_seconds, make_plan
     from .data import load_fashion_mnist
-    from .speed import pick_speedups, use_small_map_convs
-    from .train import FAST, LECTURE, _device_name, measure_speed, native_bf16, resolve_device
+    from .train import FAST, LECTURE, _device_name, measure_speed, prepare_model, resolve_device
 
     device = resolve_device(None)
     data = load_fashion_mnist(download=False)
@@ -184,17 +183,8 @@ def speed_report(seconds: float = 4.0) -> list[str]:
         # the lecture's 96x96 steps are slow on a CPU: time batches of 32 and scale up
         probed = recipe if recipe is FAST else dataclasses.replace(recipe, batch_size=32)
         torch.manual_seed(0)
-        model = resnet18().to(device)
-        speedups = pick_speedups(
-            device,
-            channels_last=recipe.channels_last,
-            bf16=recipe.bf16,
-            native_bf16=native_bf16(device),
-        )
-        if speedups.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if speedups.small_maps:
-            use_small_map_convs(model)
+        model = resnet18()
+        speedups = prepare_model(model, recipe, device)
         per_step, per_eval = measure_speed(model, data, probed, device, speedups, seconds)
         per_image = per_step / probed.batch_size
         whole = recipe.epochs * (n_train * per_image + per_eval)

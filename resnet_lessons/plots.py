@@ -183,6 +183,18 @@ def _as_pixels(images: torch.Tensor) -> tuple[torch.Tensor, float, float]:
     return images.float(), (0.0 - MEAN) / STD, (1.0 - MEAN) / STD
 
 
+def image_grid(n: int, ncols: int, scale: float, title_lines: int = 1) -> tuple[Figure, object]:
+    """A figure with room for ``n`` square panels in rows of at most ``ncols``, each
+    ``scale`` inches wide with ``title_lines`` lines of title; returns ``(figure, axes)``,
+    the axes a ``(rows, cols)`` array."""
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig = NotebookFigure(
+        figsize=(scale * ncols, scale * nrows * (1 + 0.2 * title_lines)), layout="constrained"
+    )
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
 def show_images(
     images: torch.Tensor,
     labels: torch.Tensor | Sequence[int] | None = None,
@@ -215,13 +227,7 @@ def show_images(
         raise ValueError("predictions need the true labels too: pass labels=...")
     if ncols < 1:
         raise ValueError(f"ncols must be at least 1, got {ncols}.")
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    title_lines = 1 if predictions is None else 2
-    fig = NotebookFigure(
-        figsize=(scale * ncols, scale * nrows * (1 + 0.2 * title_lines)), layout="constrained"
-    )
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes = image_grid(n, ncols, scale, title_lines=1 if predictions is None else 2)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= n:

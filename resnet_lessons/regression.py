@@ -36,7 +36,7 @@ from torch import nn
 from ._checks import check_int
 from .data import MEAN, STD
 from .network import ResNet, resnet18
-from .plots import NotebookFigure
+from .plots import image_grid
 
 #: The value of a black pixel after :func:`~resnet_lessons.data.prepare_batch` normalises
 #: it; :func:`rotate` fills the corners that turn into the picture with it.
@@ -401,13 +401,7 @@ def show_rotations(
             f"{predicted} predicted."
         )
     check_int("ncols", ncols)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    lines = 1 if predicted_degrees is None else 2
-    fig = NotebookFigure(
-        figsize=(scale * ncols, scale * nrows * (1 + 0.2 * lines)), layout="constrained"
-    )
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes = image_grid(n, ncols, scale, title_lines=1 if predicted_degrees is None else 2)
     white = (1 - MEAN) / STD
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()

@@ -128,11 +128,22 @@ def _cpu_model_and_features() -> tuple[str, tuple[str, ...]]:
         if "avx512" in capability:
             flags |= {"avx2", "avx512f"}
         features = _features_from_flags(flags, arch)
-    if "avx512_bf16" not in features:  # PyTorch's own check, where it has one
-        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        if check is not None and check():
-            features = tuple(sorted({*features, "avx512_bf16"}, key=FEATURES.index))
+    if "avx512_bf16" not in features and native_bf16("cpu"):  # PyTorch's own check
+        features = tuple(sorted({*features, "avx512_bf16"}, key=FEATURES.index))
     return model or platform.processor() or "unknown CPU", features
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CPU with AVX-512 BF16 or AMX, or a
+    CUDA GPU that supports it. Elsewhere bf16 is emulated and slower than float32, so a
+    recipe's ``bf16=True`` is ignored there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so guarded
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
 
 
 def cpu_info() -> CPUInfo:

@@ -53,7 +53,7 @@ from .recipes import (  # noqa: F401 (re-exported)
     get_recipe,
 )
 from .runtime import default_device
-from .speed import Speedups, cpu_info, pick_speedups, use_small_map_convs
+from .speed import Speedups, cpu_info, native_bf16, pick_speedups, use_small_map_convs
 
 
 class History(list):
@@ -119,19 +119,6 @@ def in_notebook() -> bool:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes in bfloat16 natively: a CPU with AVX-512 BF16 or AMX, or a
-    CUDA GPU that supports it. Elsewhere bf16 is emulated and slower than float32, so a
-    recipe's ``bf16=True`` is ignored there."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so guarded
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -324,16 +311,7 @@ def fit(
         )
 
     started = time.perf_counter()
-    speedups = pick_speedups(
-        device,
-        channels_last=recipe.channels_last,
-        bf16=recipe.bf16,
-        native_bf16=native_bf16(device),
-    )
-    model.to(device)
-    if speedups.channels_last:
-        model.to(memory_format=torch.channels_last)
-    swapped = use_small_map_convs(model) if speedups.small_maps else 0
+    speedups = prepare_model(model, recipe, device)
     try:
         return _fit(
             model,
@@ -356,8 +334,26 @@ def fit(
             progress if verbose is None else verbose,
         )
     finally:
-        if swapped:  # hand the model back as it came: plain nn.Conv2d layers
+        if speedups.small_maps:  # hand the model back as it came: plain nn.Conv2d layers
             use_small_map_convs(model, enable=False)
+
+
+def prepare_model(model: nn.Module, recipe: Recipe, device: torch.device) -> Speedups:
+    """Move ``model`` to ``device`` and set it up to compute the way that is fastest there
+    for ``recipe`` (:func:`~resnet_lessons.speed.pick_speedups`): NHWC memory layout,
+    small-map convolutions. The numbers it computes stay the same. Returns the choice."""
+    speedups = pick_speedups(
+        device,
+        channels_last=recipe.channels_last,
+        bf16=recipe.bf16,
+        native_bf16=native_bf16(device),
+    )
+    model.to(device)
+    if speedups.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if speedups.small_maps:
+        use_small_map_convs(model)
+    return speedups
 
 
 def _fit(
