@@ -15,7 +15,7 @@ from torch import nn
 
 from ._checks import check_int
 
-SCHEDULES = ("constant", "onecycle")
+SCHEDULES = ("constant", "onecycle", "warmup")
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ class Recipe:
     momentum: float = 0.0  # SGD momentum; 0 is plain SGD
     nesterov: bool = False  # Nesterov's look-ahead momentum
     weight_decay: float = 0.0  # L2 penalty on the weights (not on BN and biases)
-    schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine down to ~0)
-    warmup: float = 0.25  # fraction of all steps spent warming up ("onecycle" only)
+    schedule: str = "constant"  # "constant", "onecycle" (warm up, cosine to ~0) or "warmup"
+    warmup: float = 0.25  # fraction of all steps spent warming up ("onecycle", "warmup")
     label_smoothing: float = 0.0  # target 1 - eps on the true class, eps/10 spread on all
     flip: bool = False  # mirror half of the training images left-right (clothes are symmetric)
+    noise: float = 0.0  # std of Gaussian noise added to the normalised training images
     xavier_init: bool = False  # re-initialise conv and linear weights as d2l.train_ch6 does
     channels_last: bool = False  # NHWC layout on a GPU (fit uses NHWC on every CPU: faster)
     bf16: bool = False  # bfloat16 autocast for the forward pass, where native (fp32 weights)
@@ -49,7 +50,7 @@ class Recipe:
         check_int("eval_batch_size", self.eval_batch_size, 1)
         if self.resize is not None:
             check_int("resize", self.resize, 1)
-        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing"):
+        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "noise"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"{name} must be a number, got {value!r}.")
@@ -129,18 +130,28 @@ def _scheduler(
     steps_per_epoch: int,
     total_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning rate per step: constant, or one cycle (linear warm-up from lr/25 to lr over
-    ``warmup`` of the steps, then a cosine down to lr/25000). The cycle spans ``total_steps``
-    (a time budget's plan) or ``recipe.epochs * steps_per_epoch``."""
+    """The learning rate per step: constant; one cycle (linear warm-up from lr/25 to lr over
+    ``warmup`` of the steps, then a cosine down to lr/25000); or ``"warmup"``, the same linear
+    warm-up and then constant (Goyal et al. 2017's gradual warm-up, for a learning rate
+    scaled up with the batch). The steps span ``total_steps`` (a time budget's plan) or
+    ``recipe.epochs * steps_per_epoch``."""
     total = recipe.epochs * steps_per_epoch if total_steps is None else total_steps
     if recipe.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     warmup = round(recipe.warmup * total)
     start, end = 1 / 25, 1 / 25e3
 
+    def warm(step: int) -> float:
+        return start + (1 - start) * step / warmup
+
+    if recipe.schedule == "warmup":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warm(step) if step < warmup else 1.0
+        )
+
     def one_cycle(step: int) -> float:
         if step < warmup:
-            return start + (1 - start) * step / warmup
+            return warm(step)
         progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
 

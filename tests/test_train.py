@@ -76,6 +76,8 @@ def test_fast_recipe_uses_native_size_and_a_schedule():
         ("warmup", 1.0, ValueError),
         ("label_smoothing", 1.0, ValueError),
         ("schedule", "step", ValueError),
+        ("noise", -0.1, ValueError),
+        ("noise", "0.1", TypeError),
     ],
 )
 def test_recipe_rejects_bad_values(field, value, error):
@@ -107,6 +109,20 @@ def test_one_cycle_schedule_warms_up_then_decays():
     assert all(a <= b for a, b in zip(lrs[:5], lrs[1:6], strict=True))
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False))
     assert lrs[-1] == pytest.approx(0.2 / 25e3)
+
+
+def test_warmup_schedule_ramps_up_then_stays_constant():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.4)
+    recipe = dataclasses.replace(LECTURE, epochs=2, lr=0.4, schedule="warmup", warmup=0.25)
+    sched = _scheduler(opt, recipe, steps_per_epoch=10)  # 20 steps, 5 warming up
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.4 / 25)
+    assert all(a < b for a, b in zip(lrs[:5], lrs[1:6], strict=True))
+    assert lrs[5:] == pytest.approx([0.4] * 15)
 
 
 def test_one_cycle_schedule_survives_a_single_step():
