@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_int
+
 #: The ten classes, in label order (label 0 is 'T-shirt/top').
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -94,7 +96,9 @@ class FashionMNIST:
 
     ``train_images``: uint8 ``(60000, 1, 28, 28)``; ``train_labels``: int64 ``(60000,)``;
     ``test_images``: uint8 ``(10000, 1, 28, 28)``; ``test_labels``: int64 ``(10000,)``;
-    ``classes``: the ten class names, ``classes[label]``.
+    ``classes``: the ten class names, ``classes[label]``; ``val_images``/``val_labels``: a
+    validation split taken out of the training images (:meth:`split_validation`), else
+    ``None``.
 
     The tensors are shared with the loader's cache: do not modify them in place.
     """
@@ -104,9 +108,14 @@ class FashionMNIST:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: tuple[str, ...] = CLASSES
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for split in ("train", "test"):
+        if (self.val_images is None) != (self.val_labels is None):
+            raise TypeError("val_images and val_labels go together: give both or neither.")
+        splits = ("train", "test") if self.val_images is None else ("train", "test", "val")
+        for split in splits:
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.ndim != 4:
@@ -131,12 +140,51 @@ class FashionMNIST:
             self.test_images[:n_test],
             self.test_labels[:n_test],
             self.classes,
+            self.val_images,
+            self.val_labels,
+        )
+
+    def split_validation(self, n: int, seed: int = 0) -> FashionMNIST:
+        """Hold ``n`` randomly chosen training images out as a validation set.
+
+        The result trains on the other ``len(train) - n`` images and has them in
+        ``val_images`` ``(n, 1, 28, 28)`` / ``val_labels`` ``(n,)``; the test set is
+        unchanged. Decisions made while training (early stopping: ``fit(patience=...)``)
+        look at the validation set, so the test set stays an honest final measurement.
+        ``seed`` picks the images; the same seed picks the same ones.
+        """
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"split_validation(n=...) must be a whole number, got {n!r}.")
+        check_int("seed", seed, 0)
+        if self.val_images is not None:
+            raise ValueError(
+                f"this data already has a validation split of {len(self.val_labels)} images; "
+                "split the data without one (load it again, or split once with a larger n)."
+            )
+        available = len(self.train_labels)
+        if not 1 <= n <= available - 1:
+            raise ValueError(
+                f"split_validation(n={n}) must leave training images: the training set has "
+                f"{available}, so n must be between 1 and {available - 1} "
+                f"(a fifth of it would be n={max(1, available // 5)})."
+            )
+        order = torch.randperm(available, generator=torch.Generator().manual_seed(seed))
+        held, kept = order[:n].sort().values, order[n:].sort().values
+        return FashionMNIST(
+            self.train_images[kept],
+            self.train_labels[kept],
+            self.test_images,
+            self.test_labels,
+            self.classes,
+            self.train_images[held],
+            self.train_labels[held],
         )
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.train_images.shape[1:])
+        val = "" if self.val_labels is None else f", val={len(self.val_labels)}"
         return (
-            f"FashionMNIST(train={len(self.train_labels)}, test={len(self.test_labels)}, "
+            f"FashionMNIST(train={len(self.train_labels)}{val}, test={len(self.test_labels)}, "
             f"image={shape} uint8, classes={len(self.classes)})"
         )
 

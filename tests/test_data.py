@@ -333,6 +333,50 @@ def test_dataclass_checks_dtypes() -> None:
         FashionMNIST(ds.train_images, ds.train_labels, ds.test_images, ds.test_labels[:-1])
 
 
+def test_split_validation_holds_out_training_images_and_loses_none() -> None:
+    ds = fake_dataset()
+    split = ds.split_validation(4, seed=1)
+    assert split.train_images.shape == (N_TRAIN - 4, 1, 28, 28)
+    assert split.val_images.shape == (4, 1, 28, 28) and split.val_labels.shape == (4,)
+    assert torch.equal(split.test_images, ds.test_images)
+    together = torch.cat([split.train_labels, split.val_labels]).sort().values
+    assert torch.equal(together, ds.train_labels.sort().values)  # nothing lost, nothing twice
+    again = ds.split_validation(4, seed=1)
+    assert torch.equal(again.val_images, split.val_images)
+    assert not torch.equal(ds.split_validation(4, seed=2).val_labels, split.val_labels)
+    assert "val=4" in repr(split)
+    assert split.subset(train=3).val_labels.shape == (4,)  # a subset keeps the split
+    assert ds.val_images is None
+
+
+@pytest.mark.parametrize(
+    ("n", "error", "match"),
+    [
+        (N_TRAIN, ValueError, f"between 1 and {N_TRAIN - 1}"),
+        (N_TRAIN + 5, ValueError, f"the training set has {N_TRAIN}"),
+        (0, ValueError, "between 1"),
+        (0.2, TypeError, "whole number"),
+    ],
+)
+def test_split_validation_rejects_bad_sizes(n, error, match) -> None:
+    with pytest.raises(error, match=match):
+        fake_dataset().split_validation(n)
+
+
+def test_split_validation_only_once() -> None:
+    with pytest.raises(ValueError, match="already has a validation split of 2"):
+        fake_dataset().split_validation(2).split_validation(2)
+    ds = fake_dataset()
+    with pytest.raises(TypeError, match="give both or neither"):
+        FashionMNIST(
+            ds.train_images,
+            ds.train_labels,
+            ds.test_images,
+            ds.test_labels,
+            val_images=ds.test_images,
+        )
+
+
 # --------------------------------------------------------------------------- prepare_batch
 
 
