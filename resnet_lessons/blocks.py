@@ -13,6 +13,11 @@ Two variants share one code path:
   norm on the projection shortcut, and in the bottleneck the stride on the 3x3
   convolution rather than the first 1x1. With it, weights can be copied from
   torchvision one for one (see :func:`resnet_lessons.from_torchvision`).
+
+``batch_norm=False`` builds either block without batch norm: every ``BatchNorm2d``
+becomes an ``nn.Identity`` and every convolution keeps its bias (the lecture's
+convolutions, whatever the variant), so the same network can be trained with and
+without batch norm (notebook 07).
 """
 
 from __future__ import annotations
@@ -68,6 +73,21 @@ def check_shortcut(
         )
 
 
+def check_batch_norm(batch_norm: object) -> bool:
+    """Return ``batch_norm`` if it is ``True`` or ``False``; else raise ``TypeError``."""
+    if not isinstance(batch_norm, bool):
+        raise TypeError(
+            f"batch_norm must be True (the lecture's network) or False (no batch norm: "
+            f"nn.Identity in its place), got {batch_norm!r} ({type(batch_norm).__name__})."
+        )
+    return batch_norm
+
+
+def norm_layer(channels: int, batch_norm: bool) -> nn.Module:
+    """``BatchNorm2d(channels)``, or ``nn.Identity()`` when ``batch_norm`` is False."""
+    return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+
+
 def _check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
     if x.dim() != 4:
         raise ValueError(
@@ -99,6 +119,8 @@ class Residual(nn.Module):
             channels change or ``stride > 1``.
         stride: stride of the first 3x3 convolution (and of the 1x1 shortcut).
         variant: ``"lecture"`` or ``"torchvision"`` (see the module docstring).
+        batch_norm: ``False`` puts ``nn.Identity`` where each batch norm was, and gives
+            every convolution a bias.
     """
 
     expansion = 1  # output channels = out_channels * expansion
@@ -111,23 +133,28 @@ class Residual(nn.Module):
         stride: int = 1,
         *,
         variant: Variant = "lecture",
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("out_channels", out_channels)
         check_int("stride", stride)
         check_variant(variant)
+        check_batch_norm(batch_norm)
         check_shortcut("Residual", in_channels, out_channels, use_1x1conv, stride)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
         self.use_1x1conv = use_1x1conv
-        bias = variant == "lecture"
+        self.batch_norm = batch_norm
+        bias = variant == "lecture" or not batch_norm
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = norm_layer(out_channels, batch_norm)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = _shortcut(in_channels, out_channels, use_1x1conv, stride, variant)
+        self.bn2 = norm_layer(out_channels, batch_norm)
+        self.shortcut = _shortcut(
+            in_channels, out_channels, use_1x1conv, stride, variant, batch_norm
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x, self.in_channels)
@@ -139,7 +166,7 @@ class Residual(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, use_1x1conv={self.use_1x1conv}, "
-            f"stride={self.stride}"
+            f"stride={self.stride}" + ("" if self.batch_norm else ", batch_norm=False")
         )
 
 
@@ -155,7 +182,8 @@ class Bottleneck(nn.Module):
 
     The ``"lecture"`` variant strides the first 1x1 convolution (the original
     paper); ``"torchvision"`` strides the 3x3 convolution ("ResNet v1.5"),
-    which sees every input pixel and is slightly more accurate.
+    which sees every input pixel and is slightly more accurate. ``batch_norm=False``
+    replaces every batch norm by ``nn.Identity`` and gives every convolution a bias.
     """
 
     expansion = 4
@@ -168,12 +196,14 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         *,
         variant: Variant = "lecture",
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("mid_channels", mid_channels)
         check_int("stride", stride)
         check_variant(variant)
+        check_batch_norm(batch_norm)
         out_channels = mid_channels * self.expansion
         check_shortcut("Bottleneck", in_channels, out_channels, use_1x1conv, stride)
         self.in_channels = in_channels
@@ -181,17 +211,20 @@ class Bottleneck(nn.Module):
         self.out_channels = out_channels
         self.stride = stride
         self.use_1x1conv = use_1x1conv
-        bias = variant == "lecture"
+        self.batch_norm = batch_norm
+        bias = variant == "lecture" or not batch_norm
         stride_1x1, stride_3x3 = (stride, 1) if variant == "lecture" else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, stride=stride_1x1, bias=bias)
-        self.bn1 = nn.BatchNorm2d(mid_channels)
+        self.bn1 = norm_layer(mid_channels, batch_norm)
         self.conv2 = nn.Conv2d(
             mid_channels, mid_channels, 3, stride=stride_3x3, padding=1, bias=bias
         )
-        self.bn2 = nn.BatchNorm2d(mid_channels)
+        self.bn2 = norm_layer(mid_channels, batch_norm)
         self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=bias)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.shortcut = _shortcut(in_channels, out_channels, use_1x1conv, stride, variant)
+        self.bn3 = norm_layer(out_channels, batch_norm)
+        self.shortcut = _shortcut(
+            in_channels, out_channels, use_1x1conv, stride, variant, batch_norm
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x, self.in_channels)
@@ -205,18 +238,25 @@ class Bottleneck(nn.Module):
         return (
             f"{self.in_channels}, {self.mid_channels} (out {self.out_channels}), "
             f"use_1x1conv={self.use_1x1conv}, stride={self.stride}"
+            + ("" if self.batch_norm else ", batch_norm=False")
         )
 
 
 def _shortcut(
-    in_channels: int, out_channels: int, use_1x1conv: bool, stride: int, variant: str
+    in_channels: int,
+    out_channels: int,
+    use_1x1conv: bool,
+    stride: int,
+    variant: str,
+    batch_norm: bool = True,
 ) -> nn.Module:
-    """The identity, or a 1x1 convolution (with BN in the torchvision variant)."""
+    """The identity, or a 1x1 convolution (with BN in the torchvision variant, unless
+    ``batch_norm`` is False: then ``nn.Identity`` and a conv bias in its place)."""
     if not use_1x1conv:
         return nn.Identity()
     if variant == "lecture":
         return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride))
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-        nn.BatchNorm2d(out_channels),
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not batch_norm),
+        norm_layer(out_channels, batch_norm),
     )

@@ -13,10 +13,17 @@ stage4 (2 blocks)     512 x 7 x 7
 avgpool, flatten      512                 global average pooling
 fc                    10                  one score per Fashion-MNIST class
 ====================  ==================  =======================================
+
+Two switches for the regularisation experiments of notebook 07, both off by default (the
+lecture's network, module for module): ``dropout=p`` puts ``nn.Dropout(p)`` between the
+pooled features and ``fc`` (the lecture's "regulariser on the final fully connected
+layer"), and ``batch_norm=False`` builds the same network with ``nn.Identity`` where each
+batch norm was (and a bias on every convolution).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -24,7 +31,7 @@ import torch
 from torch import nn
 
 from ._checks import check_int
-from .blocks import Bottleneck, Residual, Variant, check_variant
+from .blocks import Bottleneck, Residual, Variant, check_batch_norm, check_variant, norm_layer
 
 BlockType = type[Residual] | type[Bottleneck]
 
@@ -41,20 +48,40 @@ ARCHITECTURES: dict[int, tuple[BlockType, tuple[int, int, int, int]]] = {
 STAGE_CHANNELS = (64, 128, 256, 512)
 
 
-def stem(in_channels: int = 1, *, variant: Variant = "lecture") -> nn.Sequential:
+def check_dropout(dropout: object) -> float:
+    """Return ``dropout`` if it is a probability in ``[0, 1)``; else raise with the fix."""
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+        raise TypeError(
+            f"dropout must be a number in [0, 1), got {dropout!r} ({type(dropout).__name__})."
+        )
+    if not (math.isfinite(dropout) and 0 <= dropout < 1):
+        raise ValueError(
+            f"dropout={dropout} is not a probability in [0, 1): it is the fraction of the "
+            "pooled features zeroed in training (1 would zero them all). Use 0 for none "
+            "(the lecture's network) or e.g. 0.2 to 0.5."
+        )
+    return float(dropout)
+
+
+def stem(
+    in_channels: int = 1, *, variant: Variant = "lecture", batch_norm: bool = True
+) -> nn.Sequential:
     """The first module (``b1`` in the lecture), the same as GoogLeNet's first stage plus BN.
 
     ``7x7 conv (64 channels, stride 2, padding 3) -> BN -> ReLU
     -> 3x3 max pool (stride 2, padding 1)``.
 
     Shapes: ``(N, in_channels, H, W) -> (N, 64, H / 4, W / 4)`` (rounded up), e.g.
-    ``(1, 1, 224, 224) -> (1, 64, 56, 56)``.
+    ``(1, 1, 224, 224) -> (1, 64, 56, 56)``. ``batch_norm=False`` puts ``nn.Identity`` in
+    the BN's place (and a bias on the conv).
     """
     check_int("in_channels", in_channels)
     check_variant(variant)
+    check_batch_norm(batch_norm)
+    bias = variant == "lecture" or not batch_norm
     return nn.Sequential(
-        nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=variant == "lecture"),
-        nn.BatchNorm2d(64),
+        nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=bias),
+        norm_layer(64, batch_norm),
         nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
     )
@@ -68,6 +95,7 @@ def resnet_block(
     *,
     block: BlockType = Residual,
     variant: Variant = "lecture",
+    batch_norm: bool = True,
 ) -> nn.Sequential:
     """One stage: ``num_residuals`` blocks; the first one downsamples unless ``first_block``.
 
@@ -81,17 +109,22 @@ def resnet_block(
     shortcut needs a 1x1 conv when ``stride != 1 or in_channels != out_channels * expansion``.
 
     Shapes: ``(N, in_channels, H, W) -> (N, out_channels * expansion, H', W')`` with
-    ``H' = H`` if ``first_block`` else ``ceil(H / 2)``.
+    ``H' = H`` if ``first_block`` else ``ceil(H / 2)``. ``batch_norm`` goes to every block.
     """
     check_int("in_channels", in_channels)
     check_int("out_channels", out_channels)
     check_int("num_residuals", num_residuals)
+    check_batch_norm(batch_norm)
     blocks = []
     channels = in_channels
     for i in range(num_residuals):
         stride = 2 if i == 0 and not first_block else 1
         use_1x1conv = stride != 1 or channels != out_channels * block.expansion
-        blocks.append(block(channels, out_channels, use_1x1conv, stride, variant=variant))
+        blocks.append(
+            block(
+                channels, out_channels, use_1x1conv, stride, variant=variant, batch_norm=batch_norm
+            )
+        )
         channels = out_channels * block.expansion
     return nn.Sequential(*blocks)
 
@@ -101,7 +134,8 @@ class ResNet(nn.Sequential):
 
     The top-level children are, in order: ``stem``, ``stage1`` ... ``stage4``,
     ``avgpool``, ``flatten``, ``fc``, so ``trace_shapes(model, ...)`` lists the
-    lecture's table row by row.
+    lecture's table row by row. With ``dropout > 0`` a ``dropout`` child sits between
+    ``flatten`` and ``fc``; with the default 0 there is none (the lecture's network).
 
     Shapes: ``(N, in_channels, H, W) -> (N, num_classes)``.
 
@@ -111,6 +145,10 @@ class ResNet(nn.Sequential):
         in_channels: image channels; 1 for Fashion-MNIST, 3 for colour images.
         num_classes: outputs of the final linear layer; 10 for Fashion-MNIST.
         variant: ``"lecture"`` or ``"torchvision"`` (see :mod:`resnet_lessons.blocks`).
+        dropout: probability in ``[0, 1)`` of zeroing each pooled feature before ``fc``
+            in training (Srivastava et al. 2014); 0 adds no layer at all.
+        batch_norm: ``False`` builds the network without batch norm (``nn.Identity`` in
+            each BN's place, a bias on every convolution).
     """
 
     def __init__(
@@ -121,6 +159,8 @@ class ResNet(nn.Sequential):
         num_classes: int = 10,
         *,
         variant: Variant = "lecture",
+        dropout: float = 0.0,
+        batch_norm: bool = True,
     ) -> None:
         if block not in (Residual, Bottleneck):
             raise TypeError(f"block must be Residual or Bottleneck, got {block!r}.")
@@ -130,16 +170,26 @@ class ResNet(nn.Sequential):
                 f"got {len(num_residuals)}: {tuple(num_residuals)}. ResNet-18 uses (2, 2, 2, 2)."
             )
         check_int("num_classes", num_classes)
+        dropout = check_dropout(dropout)
+        check_batch_norm(batch_norm)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["stem"] = stem(in_channels, variant=variant)
+        layers["stem"] = stem(in_channels, variant=variant, batch_norm=batch_norm)
         channels = 64
         for i, (width, n) in enumerate(zip(STAGE_CHANNELS, num_residuals, strict=True)):
             layers[f"stage{i + 1}"] = resnet_block(
-                channels, width, n, first_block=i == 0, block=block, variant=variant
+                channels,
+                width,
+                n,
+                first_block=i == 0,
+                block=block,
+                variant=variant,
+                batch_norm=batch_norm,
             )
             channels = width * block.expansion
         layers["avgpool"] = nn.AdaptiveAvgPool2d((1, 1))  # (N, C, H, W) -> (N, C, 1, 1)
         layers["flatten"] = nn.Flatten()  # -> (N, C)
+        if dropout > 0:
+            layers["dropout"] = nn.Dropout(dropout)  # (N, C), features zeroed in training
         layers["fc"] = nn.Linear(channels, num_classes)  # -> (N, num_classes)
         super().__init__(layers)
         self.block = block
@@ -147,6 +197,8 @@ class ResNet(nn.Sequential):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.variant = variant
+        self.dropout_p = dropout  # (the child "dropout" is the layer, when there is one)
+        self.batch_norm = batch_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -181,44 +233,88 @@ class ResNet(nn.Sequential):
         return 1 + convs_per_block * sum(self.num_residuals) + 1
 
 
-def _build(depth: int, in_channels: int, num_classes: int, variant: Variant) -> ResNet:
+def _build(
+    depth: int,
+    in_channels: int,
+    num_classes: int,
+    variant: Variant,
+    dropout: float,
+    batch_norm: bool,
+) -> ResNet:
     block, num_residuals = ARCHITECTURES[depth]
-    return ResNet(block, num_residuals, in_channels, num_classes, variant=variant)
+    return ResNet(
+        block,
+        num_residuals,
+        in_channels,
+        num_classes,
+        variant=variant,
+        dropout=dropout,
+        batch_norm=batch_norm,
+    )
 
 
 def resnet18(
-    in_channels: int = 1, num_classes: int = 10, *, variant: Variant = "lecture"
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    variant: Variant = "lecture",
+    dropout: float = 0.0,
+    batch_norm: bool = True,
 ) -> ResNet:
-    """ResNet-18: basic blocks (2, 2, 2, 2). The lecture's variant has 11,178,378 parameters."""
-    return _build(18, in_channels, num_classes, variant)
+    """ResNet-18: basic blocks (2, 2, 2, 2). The lecture's variant has 11,178,378 parameters.
+
+    ``dropout=p`` adds dropout before ``fc``; ``batch_norm=False`` removes every batch norm
+    (see :class:`ResNet`). ``(N, in_channels, H, W) -> (N, num_classes)``.
+    """
+    return _build(18, in_channels, num_classes, variant, dropout, batch_norm)
 
 
 def resnet34(
-    in_channels: int = 1, num_classes: int = 10, *, variant: Variant = "lecture"
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    variant: Variant = "lecture",
+    dropout: float = 0.0,
+    batch_norm: bool = True,
 ) -> ResNet:
     """ResNet-34: basic blocks (3, 4, 6, 3)."""
-    return _build(34, in_channels, num_classes, variant)
+    return _build(34, in_channels, num_classes, variant, dropout, batch_norm)
 
 
 def resnet50(
-    in_channels: int = 1, num_classes: int = 10, *, variant: Variant = "lecture"
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    variant: Variant = "lecture",
+    dropout: float = 0.0,
+    batch_norm: bool = True,
 ) -> ResNet:
     """ResNet-50: bottleneck blocks (3, 4, 6, 3)."""
-    return _build(50, in_channels, num_classes, variant)
+    return _build(50, in_channels, num_classes, variant, dropout, batch_norm)
 
 
 def resnet101(
-    in_channels: int = 1, num_classes: int = 10, *, variant: Variant = "lecture"
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    variant: Variant = "lecture",
+    dropout: float = 0.0,
+    batch_norm: bool = True,
 ) -> ResNet:
     """ResNet-101: bottleneck blocks (3, 4, 23, 3)."""
-    return _build(101, in_channels, num_classes, variant)
+    return _build(101, in_channels, num_classes, variant, dropout, batch_norm)
 
 
 def resnet152(
-    in_channels: int = 1, num_classes: int = 10, *, variant: Variant = "lecture"
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    variant: Variant = "lecture",
+    dropout: float = 0.0,
+    batch_norm: bool = True,
 ) -> ResNet:
     """ResNet-152: bottleneck blocks (3, 8, 36, 3)."""
-    return _build(152, in_channels, num_classes, variant)
+    return _build(152, in_channels, num_classes, variant, dropout, batch_norm)
 
 
 def from_torchvision(tv_model: nn.Module) -> ResNet:

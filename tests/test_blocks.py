@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from resnet_lessons import Bottleneck, Residual, set_seed
 from resnet_lessons.shapes import conv_output_size
@@ -134,3 +135,38 @@ def test_bottleneck_stride_placement():
 def test_bottleneck_needs_1x1conv_to_expand():
     with pytest.raises(ValueError, match=r"from 64 to 256.*use_1x1conv=True"):
         Bottleneck(64, 64)
+
+
+# --------------------------------------------------------------------------- batch_norm=False
+
+
+@pytest.mark.parametrize("variant", ["lecture", "torchvision"])
+def test_residual_without_batch_norm(variant):
+    block = Residual(3, 6, use_1x1conv=True, stride=2, variant=variant, batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in block.modules())
+    assert isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and all(c.bias is not None for c in convs)  # the lecture's bias
+    assert block(torch.randn(4, 3, 6, 6)).shape == (4, 6, 3, 3)
+    assert "batch_norm=False" in repr(block)
+
+
+def test_bottleneck_without_batch_norm():
+    block = Bottleneck(8, 4, use_1x1conv=True, stride=2, variant="torchvision", batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in block.modules())
+    assert all(m.bias is not None for m in block.modules() if isinstance(m, nn.Conv2d))
+    assert block(torch.randn(2, 8, 6, 6)).shape == (2, 16, 3, 3)
+
+
+def test_batch_norm_default_keeps_the_lecture_block():
+    a, b = Residual(3, 6, use_1x1conv=True), Residual(3, 6, use_1x1conv=True, batch_norm=True)
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert isinstance(a.bn1, nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("bad", [0, 1, "no", None])
+def test_batch_norm_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="batch_norm must be True .* or False"):
+        Residual(3, 3, batch_norm=bad)
+    with pytest.raises(TypeError, match="batch_norm must be True"):
+        Bottleneck(4, 1, batch_norm=bad)

@@ -210,3 +210,93 @@ def test_training_step_on_small_images():
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
     assert torch.isfinite(loss) and model.stem[0].weight.grad is not None
+
+
+# --------------------------------------------------------------------------- dropout, batch_norm
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_defaults_are_the_lecture_network(depth):
+    plain = BUILDERS[depth]()
+    explicit = BUILDERS[depth](dropout=0.0, batch_norm=True)
+    assert list(plain.state_dict()) == list(explicit.state_dict())
+    assert [name for name, _ in plain.named_modules()] == [
+        name for name, _ in explicit.named_modules()
+    ]
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+
+
+def test_dropout_sits_before_fc_and_adds_no_parameters():
+    model = resnet18(dropout=0.5)
+    names = [name for name, _ in model.named_children()]
+    assert names[-3:] == ["flatten", "dropout", "fc"]
+    assert model.dropout.p == 0.5 and model.dropout_p == 0.5
+    assert list(model.state_dict()) == list(resnet18().state_dict())
+    assert n_params(model) == 11_178_378
+
+
+def test_dropout_changes_training_outputs_only():
+    set_seed(0)
+    model = resnet18(dropout=0.5).eval()
+    x = torch.randn(4, 1, 32, 32)
+    assert torch.equal(model(x), model(x))  # eval: dropout is off
+    model.train()
+    features = nn.Sequential(*list(model.children())[:-2])(x)  # (4, 512): pooled, flattened
+    set_seed(1)
+    dropped = model.dropout(features)
+    kept = dropped != 0
+    assert 0 < kept.float().mean() < 1
+    torch.testing.assert_close(dropped[kept], 2 * features[kept])  # survivors scaled by 1/(1-p)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+def test_dropout_outside_0_1_explains(bad):
+    with pytest.raises(ValueError, match=r"not a probability in \[0, 1\).*Use 0 for none"):
+        resnet18(dropout=bad)
+
+
+@pytest.mark.parametrize("bad", ["0.5", True, None])
+def test_dropout_must_be_a_number(bad):
+    with pytest.raises(TypeError, match=r"dropout must be a number in \[0, 1\)"):
+        resnet18(dropout=bad)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_without_batch_norm(depth):
+    model = BUILDERS[depth](batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d))
+    with_bn = BUILDERS[depth]()
+    bn_params = sum(
+        p.numel()
+        for m in with_bn.modules()
+        if isinstance(m, nn.BatchNorm2d)
+        for p in m.parameters()
+    )
+    assert n_params(model) == n_params(with_bn) - bn_params
+    assert model.batch_norm is False
+    set_seed(0)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_without_batch_norm_torchvision_variant_gets_conv_bias():
+    model = resnet18(variant="torchvision", batch_norm=False)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.bias is not None for c in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_stem_and_stage_without_batch_norm():
+    assert isinstance(stem(batch_norm=False)[1], nn.Identity)
+    stage = resnet_block(64, 128, 2, batch_norm=False)
+    assert all(block.batch_norm is False for block in stage)
+
+
+@pytest.mark.parametrize("bad", [0, "False", None])
+def test_batch_norm_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="batch_norm must be True"):
+        resnet18(batch_norm=bad)
+    with pytest.raises(TypeError, match="batch_norm must be True"):
+        stem(batch_norm=bad)
+    with pytest.raises(TypeError, match="batch_norm must be True"):
+        resnet_block(64, 64, 1, batch_norm=bad)
