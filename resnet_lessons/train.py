@@ -61,13 +61,19 @@ class History(list):
 
     ``plan`` is the :class:`~resnet_lessons.budget.Plan` of a run with a time budget (else
     ``None``); ``speedups`` the :class:`~resnet_lessons.speed.Speedups` it computed with.
+    With early stopping (``fit(patience=...)``), ``best_epoch`` is the epoch whose weights the
+    model was given back (the best validation accuracy) and ``stopped_early`` says whether
+    training stopped before its last epoch.
     """
 
     plan: Plan | None = None
     speedups: Speedups | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
 
-#: The keys of one history entry, in order.
+#: The keys of one history entry, in order (``val_acc`` follows ``test_acc`` when the data has a
+#: validation split).
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
 
 
@@ -241,6 +247,7 @@ def fit(
     plan: Plan | None = None,
     reference: dict[str, Any] | None = None,
     verbose: bool | None = None,
+    patience: int | None = None,
 ) -> History:
     """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch.
 
@@ -274,6 +281,11 @@ def fit(
             drawn underneath the live curves from the start, before the first epoch ends.
         verbose: print what was picked for the device and the budget's plan (one line
             each); ``None`` follows ``progress``.
+        patience: early stopping. Needs a validation split
+            (:meth:`~resnet_lessons.data.FashionMNIST.split_validation`): training stops after
+            ``patience`` epochs in a row without a better validation accuracy, and the model
+            gets back the weights of its best epoch (``history.best_epoch``). The test set
+            plays no part in the decision.
 
     How the numbers are computed is picked for the device (and said when ``progress``):
     see :func:`resnet_lessons.speed.pick_speedups`. The network and its float32 weights are
@@ -283,7 +295,8 @@ def fit(
         A :class:`History`: one dict per epoch with ``epoch`` (1-based; a fraction such as
         ``1.6`` for a budget's last, partial epoch), ``train_loss`` (mean
         cross-entropy, label smoothing included), ``train_acc`` (during training, in train
-        mode), ``test_acc`` and ``seconds`` (the epoch's wall time, evaluation included).
+        mode), ``test_acc``, ``val_acc`` (with a validation split only) and ``seconds``
+        (the epoch's wall time, evaluation included).
         Under ``torchrun`` every rank returns the history of rank 0.
     """
     recipe = get_recipe(recipe)
@@ -296,6 +309,15 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<file> to resume from.")
     check_int("seed", seed, 0)
+    if patience is not None:
+        check_int("patience", patience, 1)
+        if data.val_images is None:
+            raise ValueError(
+                f"patience={patience} (early stopping) needs a validation split to watch, and "
+                "this data has none. Fix: data = data.split_validation(n), e.g. n = a fifth of "
+                f"the {len(data.train_labels)} training images; the test set must not decide "
+                "when to stop."
+            )
     if budget is not None:
         budget = check_budget(budget)
     if plan is not None and not isinstance(plan, Plan):
@@ -332,6 +354,7 @@ def fit(
             started,
             reference,
             progress if verbose is None else verbose,
+            patience,
         )
     finally:
         if speedups.small_maps:  # hand the model back as it came: plain nn.Conv2d layers
@@ -375,8 +398,10 @@ def _fit(
     started: float,
     reference: dict[str, Any] | None,
     verbose: bool,
+    patience: int | None,
 ) -> History:
     optimizer = _optimizer(model, recipe)
+    best: dict[str, Any] | None = None  # early stopping: the best epoch so far and its weights
     n_train = len(data.train_labels)
     steps_per_epoch = sum(1 for n in _batch_sizes(n_train, recipe.batch_size) if n >= 2 * world)
     if steps_per_epoch == 0:
@@ -387,6 +412,12 @@ def _fit(
     if resume:
         state = load_checkpoint(checkpoint)
         _check_resumable(state, recipe, sizes, seed, checkpoint)
+        if state.get("patience") != patience:
+            raise ValueError(
+                f"cannot resume from {checkpoint}: it was trained with patience="
+                f"{state.get('patience')}, not {patience}. Use the same patience, or start a "
+                "fresh run."
+            )
         if state.get("plan") is not None:  # follow the plan the run was started with
             plan = Plan.from_dict(state["plan"])
         elif budget is not None or plan is not None:
@@ -427,6 +458,7 @@ def _fit(
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         history.extend(dict(entry) for entry in state["history"])
+        best = state.get("best")
     elif recipe.xavier_init:
         _xavier_init(model)
 
@@ -473,27 +505,38 @@ def _fit(
                 bar,
                 steps,
             )
-            test_acc = float("nan")
+            test_acc = val_acc = float("nan")
             if rank == 0:
-                test_acc = evaluate(
-                    model,
-                    data.test_images,
-                    data.test_labels,
-                    device=device,
-                    resize=recipe.resize,
-                    batch_size=recipe.eval_batch_size,
-                    channels_last=speedups.channels_last,
-                    bf16=speedups.bf16,
-                )
+                kwargs = {
+                    "device": device,
+                    "resize": recipe.resize,
+                    "batch_size": recipe.eval_batch_size,
+                    "channels_last": speedups.channels_last,
+                    "bf16": speedups.bf16,
+                }
+                test_acc = evaluate(model, data.test_images, data.test_labels, **kwargs)
+                if data.val_images is not None:
+                    val_acc = evaluate(model, data.val_images, data.val_labels, **kwargs)
             done = epoch - 1 + steps / steps_per_epoch  # a fraction for a partial last epoch
             entry = {
                 "epoch": epoch if steps == steps_per_epoch else round(done, 2),
                 "train_loss": loss,
                 "train_acc": acc,
                 "test_acc": test_acc,
-                "seconds": time.perf_counter() - start,
             }
+            if data.val_images is not None:
+                entry["val_acc"] = val_acc
+            entry["seconds"] = time.perf_counter() - start
             history.append(entry)
+            stop = False
+            if patience is not None:
+                # rank 0 evaluated; every rank keeps the same best weights (DDP keeps them equal)
+                decision = [best is None or val_acc > best["val_acc"]]
+                if world > 1:
+                    dist.broadcast_object_list(decision, src=0)
+                if decision[0]:
+                    best = {"epoch": epoch, "val_acc": val_acc, "model": _copy_state(model)}
+                stop = epoch - best["epoch"] >= patience
             bar.set_postfix(loss=f"{loss:.3f}", train=f"{acc:.3f}", test=f"{test_acc:.3f}")
             if rank == 0:
                 if checkpoint is not None:
@@ -511,6 +554,8 @@ def _fit(
                             "history": list(history),
                             "plan": plan.to_dict() if plan is not None else None,
                             "speedups": speedups.describe(),
+                            "patience": patience,
+                            "best": best,
                         },
                     )
                 if live is not None:
@@ -519,13 +564,24 @@ def _fit(
                     on_epoch(entry)
             if world > 1:
                 dist.barrier()  # the others wait for rank 0's evaluation and checkpoint
+            if stop:
+                history.stopped_early = epoch < num_epochs
+                break
     finally:
         bar.close()
+    if best is not None:  # early stopping: give the model its best epoch's weights back
+        model.load_state_dict(best["model"])
+        history.best_epoch = best["epoch"]
     if world > 1:
         shared = [list(history)]
         dist.broadcast_object_list(shared, src=0)
         history[:] = shared[0]
     return history
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s weights and buffers, on the CPU (the device keeps training)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _reference_curves(run: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -649,6 +705,12 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _batch_sizes(n: int, batch_size: int) -> list[int]:
     return [min(batch_size, n - start) for start in range(0, n, batch_size)]
 
@@ -692,6 +754,9 @@ def _train_epoch(
         if recipe.flip:  # random horizontal flips, drawn from the (checkpointed) torch RNG
             mirror = torch.rand(x.shape[0]) < 0.5
             x = torch.where(mirror.to(device)[:, None, None, None], x.flip(3), x)
+        if recipe.noise > 0:  # input noise, a regulariser; drawn from the checkpointed CPU RNG
+            noise = torch.randn(x.shape).to(device).contiguous(memory_format=_layout(x))
+            x = x + recipe.noise * noise  # the images are normalised: std 1 before the noise
         y = labels[part].to(device, non_blocking=True)
         with _autocast(device, speedups.bf16):
             scores = model(x)  # (n / world, 10)

@@ -473,3 +473,105 @@ def test_fit_with_a_budget_probes_plans_and_says_so(tiny, capsys):
     assert history[-1]["epoch"] == pytest.approx(plan.epochs, abs=0.01)
     # the model comes back with plain convolutions, whatever fit computed with
     assert not any(type(m).__name__ == "SmallMapConv2d" for m in model.modules())
+
+
+# --------------------------------------------------------------------------- regularisers
+
+
+@pytest.fixture(scope="module")
+def with_val(tiny):
+    return tiny.split_validation(64, seed=0)
+
+
+def test_a_validation_split_is_evaluated_every_epoch(with_val):
+    set_seed(0)
+    history = fit(resnet18(), with_val, TINY, progress=False)
+    assert [tuple(e) for e in history] == [HISTORY_KEYS[:4] + ("val_acc", "seconds")] * 2
+    assert all(0 <= e["val_acc"] <= 1 for e in history)
+    assert history.best_epoch is None and not history.stopped_early  # no patience given
+
+
+class CountingLinear(nn.Module):
+    """A linear classifier that also counts its training batches in a buffer: its predictions
+    cannot change when the learning rate is 0-ish, but its state does, every epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+        self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.batches += 1
+        return self.fc(x.flatten(1))
+
+
+def test_early_stopping_stops_and_gives_back_the_best_weights(with_val):
+    """With a learning rate of 1e-12 the validation accuracy cannot improve after epoch 1, so
+    patience=2 stops after epoch 3 of 6 and hands back epoch 1's state."""
+    set_seed(0)
+    model = CountingLinear()
+    recipe = dataclasses.replace(TINY, epochs=6, lr=1e-12, schedule="constant")
+    history = fit(model, with_val, recipe, progress=False, patience=2)
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert len({e["val_acc"] for e in history}) == 1
+    assert history.stopped_early and history.best_epoch == 1
+    assert model.batches.item() == 3  # epoch 1's count: 192 training images / 64 per batch
+
+
+def test_early_stopping_keeps_the_first_best_epoch(with_val):
+    set_seed(0)
+    history = fit(resnet18(), with_val, TINY, epochs=3, progress=False, patience=5)
+    val = [e["val_acc"] for e in history]
+    assert not history.stopped_early and len(history) == 3
+    assert history.best_epoch == val.index(max(val)) + 1
+
+
+def test_early_stopping_resumes_with_its_best_epoch(with_val, tmp_path):
+    recipe = dataclasses.replace(TINY, epochs=3)
+    set_seed(0)
+    straight = fit(resnet18(), with_val, recipe, progress=False, patience=1)
+    set_seed(0)
+    with pytest.raises(Killed):
+        fit(
+            resnet18(),
+            with_val,
+            recipe,
+            progress=False,
+            patience=1,
+            checkpoint=tmp_path / "e.pt",
+            on_epoch=kill_after_first,
+        )
+    resumed = fit(
+        resnet18(), with_val, recipe, progress=False, patience=1, checkpoint=tmp_path / "e.pt",
+        resume=True,
+    )  # fmt: skip
+    assert [e["epoch"] for e in resumed] == [e["epoch"] for e in straight]
+    assert resumed.best_epoch == straight.best_epoch
+    with pytest.raises(ValueError, match="patience=1, not 2"):
+        fit(
+            resnet18(), with_val, recipe, progress=False, patience=2,
+            checkpoint=tmp_path / "e.pt", resume=True,
+        )  # fmt: skip
+
+
+def test_patience_is_checked(tiny, with_val):
+    with pytest.raises(ValueError, match=r"needs a validation split.*split_validation"):
+        fit(resnet18(), tiny, TINY, patience=2)
+    with pytest.raises(ValueError, match="patience must be at least 1, got 0"):
+        fit(resnet18(), with_val, TINY, patience=0)
+    with pytest.raises(TypeError, match="patience must be a whole number"):
+        fit(resnet18(), with_val, TINY, patience=1.5)
+
+
+def test_input_noise_changes_training_only(tiny):
+    """Noise on the training images changes what is learned (same seed, other losses); the
+    evaluation sees clean images, so a model trained with noise=0 evaluates the same."""
+    runs = {}
+    for noise in (0.0, 0.5):
+        set_seed(0)
+        runs[noise] = fit(
+            resnet18(), tiny, dataclasses.replace(TINY, epochs=1, noise=noise), progress=False
+        )
+    assert math.isfinite(runs[0.5][0]["train_loss"])
+    assert runs[0.5][0]["train_loss"] != pytest.approx(runs[0.0][0]["train_loss"], rel=1e-6)
