@@ -33,6 +33,9 @@ HISTORY_CURVES: dict[str, tuple[str, str]] = {
     "test_acc": ("test acc", "-."),
 }
 
+#: Drawn too when every entry has it (``fit`` on data with a validation split).
+OPTIONAL_CURVES: dict[str, tuple[str, str]] = {"val_acc": ("val acc", ":")}
+
 
 class NotebookFigure(Figure):
     """A Figure that Jupyter shows as a PNG even when ``pyplot`` was never imported."""
@@ -69,7 +72,8 @@ def plot_history(
     """The lecture's training plot: train loss, train accuracy and test accuracy per epoch.
 
     ``history`` is a list of dicts with keys ``epoch, train_loss, train_acc, test_acc``
-    (``seconds`` and other keys are ignored), as ``train.fit`` returns it; ``epoch`` may be a
+    (and ``val_acc``, drawn too when every entry has it; ``seconds`` and other keys are
+    ignored), as ``train.fit`` returns it; ``epoch`` may be a
     fraction (a time budget's last, partial epoch). With ``axes`` the curves are redrawn
     into them (cleared first, so calling it after every epoch animates the plot); otherwise
     a new figure is made. ``num_epochs`` fixes the x range to ``1..num_epochs`` so that the
@@ -97,7 +101,9 @@ def plot_history(
                 label=reference_label if i == 0 else None,
             )
     epochs = [row["epoch"] for row in rows]
-    for key, (label, style) in HISTORY_CURVES.items():
+    curves = dict(HISTORY_CURVES)
+    curves.update({k: v for k, v in OPTIONAL_CURVES.items() if rows and all(k in r for r in rows)})
+    for key, (label, style) in curves.items():
         axes.plot(epochs, [row[key] for row in rows], style, marker="o", markersize=3, label=label)
     axes.set_xlabel("epoch")
     every = epochs + [row["epoch"] for row in reference_rows]

@@ -49,6 +49,15 @@ def test_plot_history_new_figure_has_the_three_curves() -> None:
     assert dict(matplotlib.rcParams) == rc_before
 
 
+def test_plot_history_draws_the_validation_curve_when_there_is_one() -> None:
+    with_val = [dict(row, val_acc=row["test_acc"] - 0.01) for row in HISTORY]
+    lines = plot_history(with_val).axes[0].get_lines()
+    assert [line.get_label() for line in lines][-1] == "val acc"
+    assert list(lines[-1].get_ydata()) == pytest.approx([0.79, 0.85, 0.88])
+    partly = [with_val[0], HISTORY[1]]  # not every entry has it: not drawn
+    assert len(plot_history(partly).axes[0].get_lines()) == 3
+
+
 def test_plot_history_redraws_into_given_axes() -> None:
     fig, ax = new_figure()
     for n in range(1, 4):  # what a live plot does after each epoch
