@@ -103,7 +103,7 @@ def check_hardware() -> list[Check]:
         ),
     ]
     if torch.cuda.is_available():
-        gpu = f"CUDA: {torch.cuda.get_device_name(0)} (notebook 05 runs the lecture's recipe)"
+        gpu = f"CUDA: {torch.cuda.getdevice_name(0)} (notebook 05 runs the lecture's recipe)"
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         gpu = "Apple MPS (notebook 05 runs the lecture's recipe)"
     else:
@@ -173,7 +173,9 @@ def speed_report(seconds: float = 4.0) -> list[str]:
     from . import resnet18
     from .budget import PROBE_FRACTION, format_seconds, make_plan
     from .data import load_fashion_mnist
-    from .train import FAST, LECTURE, _device_name, measure_speed, prepare_model, resolve_device
+    from .probing import measure_speed
+    from .runtime import device_name, resolve_device
+    from .train import FAST, LECTURE, prepare_model
 
     device = resolve_device(None)
     data = load_fashion_mnist(download=False)
@@ -201,7 +203,7 @@ def speed_report(seconds: float = 4.0) -> list[str]:
                 steps_per_epoch=math.ceil(n_train / recipe.batch_size),
                 batch_size=recipe.batch_size,
                 probe_seconds=PROBE_FRACTION * 180,
-                device=_device_name(device),
+                device=device_name(device),
             )
             epochs, accuracy, where = nearest_measured(three.epochs)
             lines.append(

@@ -27,3 +27,33 @@ def default_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA, then MPS, then the CPU; otherwise check ``device`` exists."""
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use 'cpu'.")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device 'mps' was asked for but MPS is not available here; use 'cpu'.")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """How messages and records name a device: ``cpu (AVX2 CPU)``, ``cuda (NVIDIA H100 ...)``."""
+    from .speed import cpu_info
+
+    if device.type == "cpu":
+        return f"cpu ({cpu_info().kind})"
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

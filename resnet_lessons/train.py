@@ -4,9 +4,11 @@
 history, one dict per epoch (``epoch, train_loss, train_acc, test_acc, seconds``), the
 numbers the lecture plots. It takes a recipe (:mod:`resnet_lessons.recipes`: ``LECTURE``,
 the lecture's settings exactly, or ``FAST``, the same ResNet-18 tuned for a laptop CPU;
-both re-exported here), optionally a time budget (:mod:`resnet_lessons.budget`), and
-computes on the device in the fastest exact way measured there
-(:mod:`resnet_lessons.speed`). Checkpoints live in :mod:`resnet_lessons.checkpoints`.
+both re-exported here), optionally a time budget (:mod:`resnet_lessons.budget`, timed by
+:mod:`resnet_lessons.probing`), and computes on the device in the fastest exact way measured
+there (:mod:`resnet_lessons.speed`). Checkpoints live in :mod:`resnet_lessons.checkpoints`,
+:func:`predict` and :func:`evaluate` in :mod:`resnet_lessons.evaluation`. With a validation
+split (``data.split_validation(n)``) ``fit(patience=k)`` stops early.
 
 With ``torch.distributed`` initialised (``torchrun``), the model is wrapped in
 ``DistributedDataParallel``: every rank draws the same shuffled order, trains on its share of
@@ -15,7 +17,6 @@ every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import math
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_int
-from .budget import PROBE_FRACTION, Plan, check_budget, make_plan, probe
+from .budget import Plan, check_budget
 from .checkpoints import (  # noqa: F401 (re-exported: train is where students look)
     CHECKPOINT_VERSION,
     _check_resumable,
@@ -41,6 +42,8 @@ from .checkpoints import (  # noqa: F401 (re-exported: train is where students l
     save_checkpoint,
 )
 from .data import FashionMNIST, iterate_batches, prepare_batch
+from .evaluation import _autocast, evaluate, predict, synchronize  # noqa: F401 (re-exported)
+from .probing import PROBE_MARGIN, _probe_and_plan, measure_speed  # noqa: F401 (re-exported)
 from .recipes import (  # noqa: F401 (re-exported)
     FAST,
     LECTURE,
@@ -52,8 +55,8 @@ from .recipes import (  # noqa: F401 (re-exported)
     _xavier_init,
     get_recipe,
 )
-from .runtime import default_device
-from .speed import Speedups, cpu_info, native_bf16, pick_speedups, use_small_map_convs
+from .runtime import device_name, resolve_device  # noqa: F401 (re-exported)
+from .speed import Speedups, native_bf16, pick_speedups, use_small_map_convs
 
 
 class History(list):
@@ -80,25 +83,6 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
 # --------------------------------------------------------------------------- devices, ranks
 
 
-def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA, then MPS, then the CPU; otherwise check ``device`` exists."""
-    if device is None or device == "auto":
-        return default_device()
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'."
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use 'cpu'.")
-    if device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ValueError("device 'mps' was asked for but MPS is not available here; use 'cpu'.")
-    return device
-
-
 def distributed() -> tuple[int, int]:
     """``(rank, world_size)``: ``(0, 1)`` unless ``torch.distributed`` is initialised."""
     if dist.is_available() and dist.is_initialized():
@@ -122,70 +106,6 @@ def in_notebook() -> bool:
         return False
     names = {cls.__name__ for cls in type(shell).__mro__}
     return "ZMQInteractiveShell" in names or "IPKernelApp" in getattr(shell, "config", {})
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def _autocast(device: torch.device, bf16: bool):
-    enabled = bf16 and native_bf16(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    device: torch.device | str | None = None,
-    resize: int | None = None,
-    batch_size: int = 1000,
-    channels_last: bool = False,
-    bf16: bool = False,
-) -> torch.Tensor:
-    """Class scores (logits) for uint8 images: ``(N, 1, 28, 28) -> (N, num_classes)``, float32,
-    on the CPU. The model is put in eval mode (BN uses its running statistics) and back."""
-    device = _model_device(model) if device is None else resolve_device(device)
-    check_int("batch_size", batch_size, 1)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = prepare_batch(
-                images[start : start + batch_size],
-                device,
-                resize=resize,
-                channels_last=channels_last,
-            )
-            with _autocast(device, bf16):
-                out.append(model(x).float().cpu())
-    finally:
-        model.train(was_training)
-    if not out:
-        raise ValueError("predict got no images (shape[0] == 0).")
-    return torch.cat(out)
-
-
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    **kwargs: Any,
-) -> float:
-    """Accuracy (fraction of correct top-1 predictions) on uint8 ``images`` ``(N, 1, 28, 28)``
-    with int64 ``labels`` ``(N,)``. Keyword arguments go to :func:`predict`."""
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"images and labels differ in length: {images.shape[0]} vs {labels.shape[0]}."
-        )
-    scores = predict(model, images, **kwargs)
-    return (scores.argmax(dim=1) == labels).float().mean().item()
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 # --------------------------------------------------------------------------- training
@@ -449,7 +369,7 @@ def _fit(
     scheduler = _scheduler(optimizer, recipe, steps_per_epoch, total_steps)
     history.plan, history.speedups = plan, speedups
     if rank == 0 and verbose:
-        print(f"{recipe.name} recipe on {_device_name(device)}: {speedups.describe()}", flush=True)
+        print(f"{recipe.name} recipe on {device_name(device)}: {speedups.describe()}", flush=True)
         if plan is not None:
             print(plan.describe(), flush=True)
     if state is not None:
@@ -595,114 +515,6 @@ def _reference_curves(run: dict[str, Any] | None) -> dict[str, Any] | None:
             "`python -m resnet_lessons train` (load it with resnet_lessons.plots.load_run)."
         )
     return {"history": run["history"], "label": run_label(run)}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cpu":
-        return f"cpu ({cpu_info().kind})"
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
-
-
-def measure_speed(
-    model: nn.Module,
-    data: FashionMNIST,
-    recipe: Recipe,
-    device: torch.device,
-    speedups: Speedups,
-    limit: float,
-    world: int = 1,
-) -> tuple[float, float]:
-    """``(seconds per training step, seconds per pass over the test images)`` here, timed
-    within about ``limit`` seconds on a throw-away copy of ``model`` (a few real steps of
-    this process's share of a batch, and one test batch scaled to the test set)."""
-    copy_ = copy.deepcopy(model)
-    optimizer = _optimizer(copy_, recipe)
-    local = _share(recipe.batch_size, 0, world).stop  # this process's share of a batch
-    local = min(local, len(data.train_labels))
-    images, labels = data.train_images[:local], data.train_labels[:local].to(device)
-    n_eval = min(recipe.eval_batch_size, len(data.test_labels))
-
-    def step() -> None:
-        copy_.train()
-        x = prepare_batch(
-            images, device, resize=recipe.resize, channels_last=speedups.channels_last
-        )
-        with _autocast(device, speedups.bf16):
-            scores = copy_(x)
-        loss = F.cross_entropy(scores.float(), labels, label_smoothing=recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        _synchronize(device)
-
-    def eval_batch() -> None:
-        predict(
-            copy_,
-            data.test_images[:n_eval],
-            device=device,
-            resize=recipe.resize,
-            batch_size=n_eval,
-            channels_last=speedups.channels_last,
-            bf16=speedups.bf16,
-        )
-        _synchronize(device)
-
-    measured = probe(step, eval_batch, max(limit, 1e-3))
-    n_test = len(data.test_labels)
-    return (
-        measured.seconds_per_step * PROBE_MARGIN,
-        measured.seconds_per_eval_batch * math.ceil(n_test / n_eval),
-    )
-
-
-def _probe_and_plan(
-    model: nn.Module,
-    data: FashionMNIST,
-    recipe: Recipe,
-    device: torch.device,
-    speedups: Speedups,
-    budget: float,
-    steps_per_epoch: int,
-    checkpoint: str | os.PathLike | None,
-    rank: int,
-    world: int,
-    started: float,
-) -> Plan:
-    """Time a few steps and one test batch on a copy of ``model``; plan the budget (rank 0
-    probes, every rank follows its plan)."""
-    shared: list[Any] = [None]
-    if rank == 0:
-        limit = PROBE_FRACTION * budget - (time.perf_counter() - started)
-        per_step, per_eval = measure_speed(model, data, recipe, device, speedups, limit, world)
-        shared[0] = make_plan(
-            budget,
-            seconds_per_step=per_step,
-            seconds_per_eval=per_eval,
-            steps_per_epoch=steps_per_epoch,
-            batch_size=recipe.batch_size,
-            probe_seconds=time.perf_counter() - started,
-            seconds_per_epoch_end=0.5 if checkpoint is not None else 0.0,
-            device=_device_name(device),
-        ).to_dict()
-    if world > 1:
-        dist.broadcast_object_list(shared, src=0)
-    return Plan.from_dict(shared[0])
-
-
-#: The probe repeats one batch; a run gathers every batch from random rows and evaluates
-#: the whole test set. A run of 3 minutes on a 2-core AVX2 CPU took 4% longer per step than
-#: its probe, so the plan counts steps that much longer.
-PROBE_MARGIN = 1.04
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so a timing covers it (a CPU computes synchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:

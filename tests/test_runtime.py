@@ -39,3 +39,11 @@ def test_import_has_no_side_effects():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "" and out.stderr == ""
+
+
+def test_device_name_says_the_cpu_kind():
+    from resnet_lessons.runtime import device_name
+    from resnet_lessons.speed import cpu_info
+
+    assert device_name(torch.device("cpu")) == f"cpu ({cpu_info().kind})"
+    assert device_name(torch.device("meta")) == "meta"

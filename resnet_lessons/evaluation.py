@@ -1,0 +1,87 @@
+"""Evaluation: class scores and accuracy of a trained model on uint8 images.
+
+:func:`predict` and :func:`evaluate` put the model in eval mode (batch norm uses its running
+statistics) and prepare the images as training does (normalised, resized, NHWC where asked,
+bfloat16 autocast where it is native).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_int
+from .data import prepare_batch
+from .runtime import resolve_device
+from .speed import native_bf16
+
+
+def _autocast(device: torch.device, bf16: bool):
+    enabled = bf16 and native_bf16(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    device: torch.device | str | None = None,
+    resize: int | None = None,
+    batch_size: int = 1000,
+    channels_last: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Class scores (logits) for uint8 images: ``(N, 1, 28, 28) -> (N, num_classes)``, float32,
+    on the CPU. The model is put in eval mode (BN uses its running statistics) and back."""
+    device = _model_device(model) if device is None else resolve_device(device)
+    check_int("batch_size", batch_size, 1)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            x = prepare_batch(
+                images[start : start + batch_size],
+                device,
+                resize=resize,
+                channels_last=channels_last,
+            )
+            with _autocast(device, bf16):
+                out.append(model(x).float().cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        raise ValueError("predict got no images (shape[0] == 0).")
+    return torch.cat(out)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    **kwargs: Any,
+) -> float:
+    """Accuracy (fraction of correct top-1 predictions) on uint8 ``images`` ``(N, 1, 28, 28)``
+    with int64 ``labels`` ``(N,)``. Keyword arguments go to :func:`predict`."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"images and labels differ in length: {images.shape[0]} vs {labels.shape[0]}."
+        )
+    scores = predict(model, images, **kwargs)
+    return (scores.argmax(dim=1) == labels).float().mean().item()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timing covers it (a CPU computes synchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
