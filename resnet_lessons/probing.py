@@ -41,9 +41,10 @@ def measure_speed(
     limit: float,
     world: int = 1,
 ) -> tuple[float, float]:
-    """``(seconds per training step, seconds per pass over the test images)`` here, timed
-    within about ``limit`` seconds on a throw-away copy of ``model`` (a few real steps of
-    this process's share of a batch, and one test batch scaled to the test set)."""
+    """``(seconds per training step, seconds per evaluation)`` here, timed within about
+    ``limit`` seconds on a throw-away copy of ``model``: a few real steps of this process's
+    share of a batch, and one test batch scaled to what every epoch evaluates (the test
+    images, and the validation images when the data has a split)."""
     copy_ = copy.deepcopy(model)
     optimizer = _optimizer(copy_, recipe)
     local = math.ceil(recipe.batch_size / world)  # rank 0's share of a batch, the largest
@@ -77,11 +78,10 @@ def measure_speed(
         synchronize(device)
 
     measured = probe(step, eval_batch, max(limit, 1e-3))
-    n_test = len(data.test_labels)
-    return (
-        measured.seconds_per_step * PROBE_MARGIN,
-        measured.seconds_per_eval_batch * math.ceil(n_test / n_eval),
-    )
+    batches = math.ceil(len(data.test_labels) / n_eval)
+    if data.val_labels is not None:
+        batches += math.ceil(len(data.val_labels) / n_eval)
+    return measured.seconds_per_step * PROBE_MARGIN, measured.seconds_per_eval_batch * batches
 
 
 def _probe_and_plan(

@@ -575,3 +575,22 @@ def test_input_noise_changes_training_only(tiny):
         )
     assert math.isfinite(runs[0.5][0]["train_loss"])
     assert runs[0.5][0]["train_loss"] != pytest.approx(runs[0.0][0]["train_loss"], rel=1e-6)
+
+
+def test_the_budget_counts_the_validation_images_too(tiny, monkeypatch):
+    """Every epoch evaluates the test images and, with a split, the validation images: the
+    probe's estimate of an evaluation covers both (timed with a fake probe)."""
+    from resnet_lessons import probing
+    from resnet_lessons.budget import ProbeResult
+    from resnet_lessons.speed import Speedups
+
+    fake = ProbeResult(seconds_per_step=0.5, seconds_per_eval_batch=2.0, timed_steps=2, seconds=1)
+    monkeypatch.setattr(probing, "probe", lambda step, eval_batch, limit: fake)
+    recipe = dataclasses.replace(TINY, eval_batch_size=50)
+    speedups = Speedups(channels_last=False, bf16=False, small_maps=False, reason="test")
+    args = (resnet18(), recipe, torch.device("cpu"), speedups, 1.0)
+    step, evaluation = probing.measure_speed(args[0], tiny, *args[1:])
+    assert step == pytest.approx(0.5 * probing.PROBE_MARGIN)
+    assert evaluation == pytest.approx(2.0 * 3)  # 128 test images: 3 batches of 50
+    _, evaluation = probing.measure_speed(args[0], tiny.split_validation(120), *args[1:])
+    assert evaluation == pytest.approx(2.0 * (3 + 3))  # and 120 validation images: 3 more
