@@ -8,6 +8,8 @@
     python -m resnet_lessons train --minutes 3 --out runs/3min   # sized to this machine
     python -m resnet_lessons doctor   # versions, CPU features, data, expected times
     torchrun --standalone --nproc_per_node=2 -m resnet_lessons train --recipe fast
+    torchrun --standalone --nproc_per_node=4 -m resnet_lessons train --batch-size 1024 \
+        --scale-lr --sync-bn   # 256 images per process, lr x 4 with warm-up, global BN
 
 Errors (bad flags, missing or corrupt data, an unavailable device) end with one line on
 stderr and exit code 2 (bad flags) or 1 (anything else), without a traceback; set
@@ -23,6 +25,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+#: ``--dist-timeout``'s default: resnet_lessons.parallel.DEFAULT_TIMEOUT (not imported here:
+#: ``--help`` stays fast without torch).
+DIST_TIMEOUT = 600.0
 
 #: Files ``train`` writes in ``--out``.
 METRICS_FILE = "metrics.json"
@@ -108,6 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar (one line per epoch)"
     )
+    parallel = train.add_argument_group(
+        "data parallel (under torchrun; --batch-size is the global batch of all processes)"
+    )
+    parallel.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="synchronised batch norm: normalise with the statistics of the global batch, "
+        "not each process's share (PyTorch's SyncBatchNorm under nccl on GPUs; on CPUs with "
+        "gloo the package's all-reduce version). Needs torchrun with 2 or more processes",
+    )
+    parallel.add_argument(
+        "--scale-lr",
+        action="store_true",
+        help="linear scaling rule (Goyal et al. 2017): multiply the learning rate (the "
+        "recipe's, or --lr) by the global batch size / the recipe's batch size, and warm "
+        "it up (the fast recipe's one-cycle already does; the lecture recipe gets a linear "
+        "warm-up over its first quarter of the steps)",
+    )
+    parallel.add_argument(
+        "--dist-timeout",
+        type=_positive_float,
+        default=DIST_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a process waits for the others in a collective before the run ends "
+        f"with an error instead of hanging (default {DIST_TIMEOUT:g}; more than rank 0's "
+        "slowest evaluation, which the others wait for)",
+    )
 
     doctor = commands.add_parser(
         "doctor",
@@ -164,30 +197,43 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
+    import dataclasses
+
     import torch.distributed as dist
 
     from . import resnet18, set_seed
     from .data import find_fashion_mnist, load_fashion_mnist
-    from .train import distributed, fit, resolve_device
+    from .parallel import convert_sync_batchnorm, process_group, scale_lr, torchrun_world_size
+    from .recipes import get_recipe
+    from .train import fit, resolve_device
 
     if args.minutes is not None and args.epochs is not None:
         raise CommandError(
             f"--minutes {args.minutes:g} and --epochs {args.epochs} both set the length of the "
             "run; give one of them"
         )
+    world = torchrun_world_size()
+    if args.sync_bn and world <= 1:
+        raise CommandError(
+            "--sync-bn synchronises batch norm across processes, but this run has one process "
+            f"(WORLD_SIZE={os.environ.get('WORLD_SIZE', 'unset')}); launch it with torchrun "
+            "--nproc_per_node=N (N >= 2) ... -m resnet_lessons train --sync-bn, or drop --sync-bn"
+        )
+    recipe = get_recipe(args.recipe)
+    batch_size = args.batch_size or recipe.batch_size
+    lr = args.lr or recipe.lr
+    scaling = None
+    if args.scale_lr:
+        scaled = scale_lr(lr, batch_size, recipe.batch_size)
+        scaling = {"base_lr": lr, "base_batch_size": recipe.batch_size,
+                   "factor": batch_size / recipe.batch_size}  # fmt: skip
+        lr = scaled
+        if recipe.schedule == "constant":  # the onecycle schedule warms up already
+            recipe = dataclasses.replace(recipe, schedule="warmup")
     device = resolve_device(args.device)  # before anything slow: a clear error for 'cuda'
     out = Path(args.out)
     checkpoint = out / CHECKPOINT_FILE
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    started_here = False
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        started_here = True
-    try:
-        rank, _ = distributed()
+    with process_group(device, timeout=args.dist_timeout) as (rank, world):
         if args.data_root is not None:
             root = Path(args.data_root).resolve()
             found = find_fashion_mnist(root).resolve()
@@ -222,13 +268,17 @@ def _train(args: argparse.Namespace) -> int:
                 )
 
         set_seed(args.seed)
+        model = resnet18()
+        backend = dist.get_backend() if dist.is_initialized() else None
+        if args.sync_bn:
+            model = convert_sync_batchnorm(model, backend)
         history = fit(
-            resnet18(),
+            model,
             data,
-            args.recipe,
+            recipe,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            lr=args.lr,
+            lr=lr,
             resize=args.resize,
             device=device,
             seed=args.seed,
@@ -255,15 +305,29 @@ def _train(args: argparse.Namespace) -> int:
                 "history": list(history),
                 "test_acc": history[-1]["test_acc"],
                 "processes": world,
+                "backend": backend,
+                "batch_size": batch_size,
+                "lr": lr,
+                "schedule": recipe.schedule,
+                "scale_lr": scaling,
+                "sync_bn": args.sync_bn,
+                "batch_norm": _batch_norm_kind(model),
+                "dist_timeout": args.dist_timeout if world > 1 else None,
                 "train_images": len(data.train_labels),
                 "test_images": len(data.test_labels),
             }
             _write_json(out / METRICS_FILE, metrics)
             print(f"test accuracy {history[-1]['test_acc']:.4f}; wrote {out / METRICS_FILE}")
-    finally:
-        if started_here:
-            dist.destroy_process_group()
     return 0
+
+
+def _batch_norm_kind(model) -> str | None:
+    """The class name of the model's batch norm layers (``BatchNorm2d``, ``SyncBatchNorm``,
+    ``AllReduceBatchNorm``), or None without any."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _NormBase)})
+    return ", ".join(kinds) or None
 
 
 def _write_json(path: Path, obj: object) -> None:
