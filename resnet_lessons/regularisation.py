@@ -16,6 +16,7 @@ alternatives. This module holds the network and the measurements of notebook 07:
 * :func:`scale_invariance`: a convolution followed by batch norm computes the same thing
   when its weights are multiplied by ``c``, and its gradient is divided by ``c``
   (Ioffe and Szegedy 2015, section 3.3; van Laarhoven 2017).
+* :func:`activation_scales`: the scale of each stage's output, with and without batch norm.
 * :func:`train_steps` records the norm of those scale-invariant weights while training,
   with and without weight decay: the *effective learning rate* ``lr / ||w||^2`` of van
   Laarhoven (2017), "L2 Regularization versus Batch and Weight Normalization".
@@ -71,8 +72,8 @@ def narrow_resnet(
     Children: ``stem`` (3x3 conv with ``width`` channels, BN, ReLU), ``stage1`` ...
     ``stage3`` (one :class:`~resnet_lessons.Residual` each, ``width``, ``2 * width``,
     ``4 * width`` channels, the last two with stride 2), ``avgpool``, ``flatten``,
-    ``dropout`` (only when ``dropout > 0``), ``fc``: 8 weighted layers, about 20,000
-    parameters at ``width=16``. ``dropout`` and ``batch_norm`` mean what they mean for
+    ``dropout`` (only when ``dropout > 0``), ``fc``: 8 weighted layers, 77,898 parameters at
+    ``width=16``. ``dropout`` and ``batch_norm`` mean what they mean for
     :func:`~resnet_lessons.resnet18`.
 
     Shapes: ``(N, in_channels, H, W) -> (N, num_classes)``; the stages see ``H``,
@@ -267,6 +268,29 @@ def scale_invariance(
     )
 
 
+# --------------------------------------------------------------------------- 3. sane scale
+
+
+@torch.no_grad()
+def activation_scales(model: nn.Module, images: torch.Tensor) -> list[tuple[str, float]]:
+    """The standard deviation of the output of each top-level child of ``model`` (stem,
+    stages, ..., fc) for one batch, in training mode, as ``(name, std)`` in forward order.
+
+    With batch norm every stage's output stays near the same scale whatever the weights;
+    without it the scale is whatever the initialisation makes of it, layer after layer
+    (Ioffe and Szegedy 2015). The model is not changed (a copy runs).
+
+    Shapes: ``images (N, C, H, W)`` -> one ``(name, std)`` per child.
+    """
+    net = copy.deepcopy(model).train()
+    out = images
+    scales = []
+    for name, child in net.named_children():
+        out = child(out)
+        scales.append((name, out.std().item()))
+    return scales
+
+
 # --------------------------------------------------------------------------- training loops
 
 
@@ -442,6 +466,7 @@ class Comparison:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     histories: dict[tuple[str, int], list[dict[str, float]]] = field(default_factory=dict)
+    setups: dict[str, Setting] = field(default_factory=dict)  # name -> the setting it ran
 
     @property
     def settings(self) -> list[str]:
@@ -510,8 +535,9 @@ def compare_regularisers(
     validation split when any setting has ``patience``: every setting then trains on the
     same images, and only early stopping looks at the split). ``recipe`` is the base
     :class:`~resnet_lessons.recipes.Recipe`; a setting replaces its ``weight_decay``,
-    ``noise`` and ``lr``. Runs already in ``reuse`` (same setting name and seed) are taken
-    from there instead of trained again. ``on_run`` is called with each new row.
+    ``noise`` and ``lr``. Runs already in ``reuse`` (the same setting and seed; the base
+    recipe and data must be the same too) are taken from there instead of trained again.
+    ``on_run`` is called with each new row.
     """
     from .train import evaluate, fit  # train imports much; keep this module light
 
@@ -527,8 +553,9 @@ def compare_regularisers(
     done = {}
     if reuse is not None:
         for row in reuse.rows:
-            done[row["setting"], row["seed"]] = row
-    result = Comparison()
+            if reuse.setups.get(row["setting"]) in settings:  # the same name and fields
+                done[row["setting"], row["seed"]] = row
+    result = Comparison(setups={s.name: s for s in settings})
     for seed in seeds:
         for setting in settings:
             key = (setting.name, seed)
@@ -583,7 +610,8 @@ def compare_regularisers(
 
 def plot_comparison(comparison: Comparison, title: str = "") -> Any:
     """Two panels, one point per seed and the mean +- standard deviation per setting: test
-    accuracy (left) and the train - test gap (right). Returns the figure."""
+    accuracy (left) and the train - test gap (right), with the first setting's mean as a
+    dashed line to compare with. Returns the figure."""
     from .plots import new_figure
 
     fig, axes = new_figure(1, 2, figsize=(9, 3.2))
@@ -591,6 +619,7 @@ def plot_comparison(comparison: Comparison, title: str = "") -> Any:
     for ax, key, label in zip(
         axes, ("test_acc", "gap"), ("test accuracy", "train accuracy - test accuracy"), strict=True
     ):
+        ax.axhline(comparison.mean(names[0], key), color="grey", lw=0.8, ls="--")
         for i, name in enumerate(names):
             values = comparison.values(name, key)
             offsets = [i + 0.12 * (j - (len(values) - 1) / 2) for j in range(len(values))]
@@ -607,5 +636,9 @@ def plot_comparison(comparison: Comparison, title: str = "") -> Any:
         ax.set(ylabel=label)
         ax.grid(alpha=0.3, axis="y")
     seeds = len(comparison.values(names[0], "seed"))
-    fig.suptitle(title or f"grey: one run per seed; coloured: mean +- std over {seeds} seeds")
+    fig.suptitle(
+        title
+        or f"grey: one run per seed; coloured: mean \u00b1 std over {seeds} seeds; "
+        f"dashed: the mean of {names[0]!r}"
+    )
     return fig
