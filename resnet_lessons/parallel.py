@@ -29,6 +29,7 @@ Nothing here runs on import; functions meant to run inside a worker say so.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import multiprocessing as mp
 import os
@@ -172,45 +173,51 @@ def _worker(
     """One rank of :func:`run_world`: join the group, run ``fn``, send back its result or
     its traceback (pickled here, so a result that cannot be pickled is reported too)."""
     torch.set_num_threads(threads)
+    joined = False
     try:
         limit = timedelta(seconds=timeout)
         store = dist.TCPStore(LOCALHOST, port, is_master=False, timeout=limit)
         dist.init_process_group(
             backend, store=store, rank=rank, world_size=world_size, timeout=limit
         )
-        try:
-            value = fn(*args, **kwargs)
-            dist.barrier()  # nobody leaves while another still talks to it
-        finally:
-            dist.destroy_process_group()
+        joined = True
+        value = fn(*args, **kwargs)
+        dist.barrier()  # nobody leaves while another still talks to it
         results.put((rank, "ok", pickle.dumps(value)))
     except BaseException:  # noqa: B036 (everything goes back to the parent, KeyboardInterrupt too)
         results.put((rank, "error", traceback.format_exc()))
+    finally:
+        if joined:
+            dist.destroy_process_group()
 
 
 def _collect(
     processes: list[mp.Process], results: mp.Queue, timeout: float, name: str
 ) -> list[Any]:
+    """Wait for every worker's result. The first failure ends the wait; a worker that only
+    lost contact with another (a gloo error, a timeout) is reported after the root cause,
+    a worker that raised or died, if that shows within a second or two."""
     world_size = len(processes)
     deadline = time.monotonic() + timeout
     done: dict[int, Any] = {}
+    lost_contact: tuple[int, str] | None = None  # (rank, traceback) of a consequence
+    grace = math.inf  # when to stop waiting for the root cause of a lost contact
     while len(done) < world_size:
         try:
             rank, status, payload = results.get(timeout=0.05)
         except queue.Empty:
-            dead = [r for r, p in enumerate(processes) if p.exitcode is not None and r not in done]
+            dead = [
+                r
+                for r, p in enumerate(processes)
+                if p.exitcode not in (None, 0) or (p.exitcode == 0 and r not in done)
+            ]
             if dead:
                 try:  # what a worker put just before it exited may still be in the pipe
                     rank, status, payload = results.get(timeout=1.0)
                 except queue.Empty:
-                    rank = dead[0]
-                    code = processes[rank].exitcode
-                    raise WorkerError(
-                        f"worker {rank} of {world_size} ({name}) died with {_exit_text(code)} "
-                        "before returning (what it printed went to this process's stderr); the "
-                        "other workers were stopped.",
-                        rank,
-                    ) from None
+                    _raise_died(processes, dead[0], name, lost_contact)
+            elif lost_contact is not None and time.monotonic() > grace:
+                _raise_error(world_size, *lost_contact, name)
             elif time.monotonic() > deadline:
                 waiting = ", ".join(str(r) for r in range(world_size) if r not in done)
                 raise TimeoutError(
@@ -221,16 +228,47 @@ def _collect(
                 ) from None
             else:
                 continue
-        if status == "error":
-            last = payload.strip().splitlines()[-1] if payload.strip() else "an error"
-            raise WorkerError(
-                f"worker {rank} of {world_size} ({name}) raised {last}\n\n"
-                f"Traceback in worker {rank}:\n{payload}",
-                rank,
-                payload,
-            )
-        done[rank] = pickle.loads(payload)
+        if status == "ok":
+            done[rank] = pickle.loads(payload)
+        elif _lost_contact(payload) and lost_contact is None:
+            lost_contact = (rank, payload)  # wait a little for the root cause
+            grace = time.monotonic() + 2.0
+            done[rank] = None
+        elif not _lost_contact(payload):
+            _raise_error(world_size, rank, payload, name)
+    if lost_contact is not None:
+        _raise_error(world_size, *lost_contact, name)
     return [done[rank] for rank in range(world_size)]
+
+
+def _lost_contact(worker_traceback: str) -> bool:
+    last = worker_traceback.strip().splitlines()[-1] if worker_traceback.strip() else ""
+    return "gloo" in last or "NCCL" in last or "Timed out" in last or "DistBackendError" in last
+
+
+def _raise_error(world_size: int, rank: int, worker_traceback: str, name: str) -> None:
+    last = worker_traceback.strip().splitlines()[-1] if worker_traceback.strip() else "an error"
+    raise WorkerError(
+        f"worker {rank} of {world_size} ({name}) raised {last}\n\n"
+        f"Traceback in worker {rank}:\n{worker_traceback}",
+        rank,
+        worker_traceback,
+    )
+
+
+def _raise_died(
+    processes: list[mp.Process], rank: int, name: str, lost_contact: tuple[int, str] | None
+) -> None:
+    code = processes[rank].exitcode
+    then = ""
+    if lost_contact is not None:
+        then = f" Worker {lost_contact[0]} then lost contact with it."
+    raise WorkerError(
+        f"worker {rank} of {len(processes)} ({name}) died with {_exit_text(code)} before "
+        "returning (what it printed went to this process's stderr); the other workers were "
+        f"stopped.{then}",
+        rank,
+    ) from None
 
 
 def _exit_text(code: int | None) -> str:
@@ -513,36 +551,68 @@ def is_communication_error(error: BaseException) -> bool:
 # --------------------------------------------------------------------------- the same gradient
 
 
-def big_batch_gradients(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> list[torch.Tensor]:
-    """The gradient of the mean cross-entropy over the whole batch, in this process, one
-    tensor per parameter. ``model`` is used as it is (train or eval mode) and left unchanged
-    (a copy takes the step). Shapes: ``images (N, ...)``, ``labels (N,)``."""
-    import copy
+#: The three ways batch norm can run in notebook 09's comparison: name -> (train mode,
+#: synchronised). In eval mode BN is a fixed per-channel scale and shift, as if the network
+#: had no batch norm; in train mode it normalises with the statistics of the batch it sees.
+BN_SETTINGS: dict[str, tuple[bool, bool]] = {
+    "BN in eval mode": (False, False),
+    "BN per worker": (True, False),
+    "synchronised BN": (True, True),
+}
 
-    model = copy.deepcopy(model)
-    loss = F.cross_entropy(model(images), labels)
-    loss.backward()
-    return [p.grad.detach().clone() for p in model.parameters()]
+
+def big_batch_gradients(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Mapping[str, tuple[bool, bool]] | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """In this process, the gradient of the mean cross-entropy over the whole batch, one
+    tensor per parameter, for each setting ``name -> (train mode, synchronised)`` (default
+    :data:`BN_SETTINGS`; one process has nothing to synchronise, so only the mode counts).
+    ``model`` is left unchanged. Shapes: ``images (N, ...)``, ``labels (N,)``."""
+    out = {}
+    for name, (train, _) in _settings(settings).items():
+        copy_ = copy.deepcopy(model).train(train)
+        F.cross_entropy(copy_(images), labels).backward()
+        out[name] = [p.grad.detach().clone() for p in copy_.parameters()]
+    return out
 
 
 def world_gradients(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, sync_bn: bool = False
-) -> list[torch.Tensor]:
-    """Run in a worker: this rank's share of the batch (:func:`share`) through
-    ``DistributedDataParallel(model)``; returns the gradients DDP averaged over the ranks,
-    the same on every rank. ``sync_bn=True`` converts the batch norms first
-    (:func:`convert_sync_batchnorm`). With equal shares this is the gradient of the mean
-    loss over the whole batch, if nothing in the network depends on the batch."""
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Mapping[str, tuple[bool, bool]] | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """Run in a worker: for each setting ``name -> (train mode, synchronised)`` (default
+    :data:`BN_SETTINGS`), this rank's share of the batch (:func:`share`) goes through
+    ``DistributedDataParallel`` of a copy of ``model`` (its batch norms converted by
+    :func:`convert_sync_batchnorm` when synchronised); returns the gradients DDP averaged
+    over the ranks, the same on every rank. With equal shares that is the gradient of the
+    mean loss over the whole batch, if nothing in the network depends on the batch."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    if sync_bn:
-        model = convert_sync_batchnorm(model)
-    ddp = nn.parallel.DistributedDataParallel(model)
     part = share(images.shape[0], rank, world)
-    loss = F.cross_entropy(ddp(images[part]), labels[part])  # mean over this rank's share
-    loss.backward()  # DDP all-reduces the gradients here and divides them by world
-    return [p.grad.detach().clone() for p in model.parameters()]
+    out = {}
+    for name, (train, synchronised) in _settings(settings).items():
+        copy_ = copy.deepcopy(model).train(train)
+        if synchronised:
+            copy_ = convert_sync_batchnorm(copy_)
+        ddp = nn.parallel.DistributedDataParallel(copy_)
+        loss = F.cross_entropy(ddp(images[part]), labels[part])  # mean over this rank's share
+        loss.backward()  # DDP all-reduces the gradients here and divides them by world
+        out[name] = [p.grad.detach().clone() for p in copy_.parameters()]
+    return out
+
+
+def _settings(settings: Mapping[str, tuple[bool, bool]] | None) -> Mapping[str, tuple[bool, bool]]:
+    settings = BN_SETTINGS if settings is None else settings
+    for name, value in settings.items():
+        if not (isinstance(value, tuple) and len(value) == 2):
+            raise TypeError(
+                f"setting {name!r} must be a pair (train mode, synchronised), got {value!r}."
+            )
+    return settings
 
 
 def relative_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:

@@ -312,3 +312,149 @@ def test_doctor_measures_both_recipes():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fast recipe: ~" in result.stdout and "lecture recipe: ~" in result.stdout
     assert "a 3-minute budget (train --minutes 3, notebook 05) is ~" in result.stdout
+
+
+# --------------------------------------------------------------------------- data parallel flags
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "--dist-timeout", "0"], "--dist-timeout: must be a finite number above 0"),
+        (["train", "--dist-timeout", "soon"], "--dist-timeout: expected a number, got 'soon'"),
+        (["train", "--sync-bn", "yes"], "unrecognized arguments: yes"),
+    ],
+)
+def test_bad_parallel_flags_end_with_one_line(args, fragment, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(
+        subprocess.CompletedProcess(args, 2, captured.out, captured.err), fragment
+    )
+
+
+def test_help_lists_the_parallel_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    for flag in ("--sync-bn", "--scale-lr", "--dist-timeout", "Goyal", "torchrun"):
+        assert flag in help_text
+
+
+@pytest.mark.parametrize("world_size", [None, "1"])
+def test_sync_bn_without_torchrun_is_refused(tmp_path, monkeypatch, capsys, world_size):
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert main(["train", "--sync-bn", "--out", str(tmp_path), *SMALL]) == 1
+    captured = capsys.readouterr()
+    assert_one_line_error(
+        subprocess.CompletedProcess([], 1, captured.out, captured.err),
+        "--sync-bn synchronises batch norm across processes, but this run has one process",
+        f"WORLD_SIZE={world_size or 'unset'}",
+        "torchrun --nproc_per_node=N",
+    )
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_scale_lr_multiplies_the_lr_and_warms_the_lecture_recipe_up(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", "--recipe", "lecture", "--epochs", "1", "--resize", "32", "--scale-lr",
+        "--out", str(out), *SMALL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["lr"] == pytest.approx(0.05 * 64 / 256)  # the lecture's 0.05 for 256 images
+    assert metrics["scale_lr"] == {"base_lr": 0.05, "base_batch_size": 256, "factor": 0.25}
+    assert metrics["schedule"] == "warmup"  # constant became linear warm-up, then constant
+    assert metrics["batch_size"] == 64 and metrics["sync_bn"] is False
+    assert metrics["batch_norm"] == "BatchNorm2d" and metrics["backend"] is None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node(port: int, host: bool, out: Path, *args: str) -> subprocess.Popen:
+    """One of two `torchrun --nnodes=2` launches on this machine, meeting at a c10d
+    rendezvous on localhost (on two machines: the first one's address instead)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test",
+         f"--rdzv_conf=is_host={int(host)}", "--local_addr=127.0.0.1",
+         "-m", "resnet_lessons", "train", "--out", str(out), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_with_sync_bn(tmp_path):
+    out = tmp_path / "two_nodes"
+    port = _free_port()
+    args = ["--epochs", "1", "--sync-bn", "--scale-lr", *SMALL]
+    nodes = [_node(port, host, out, *args) for host in (True, False)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr
+    assert sum(stdout.count("wrote ") for stdout, _ in outputs) == 1  # rank 0 alone writes
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["backend"] == "gloo"
+    assert metrics["sync_bn"] is True and metrics["batch_norm"] == "AllReduceBatchNorm"
+    assert metrics["lr"] == pytest.approx(0.1 * 64 / 256) and metrics["schedule"] == "onecycle"
+    assert metrics["dist_timeout"] == 600
+    assert [e["epoch"] for e in metrics["history"]] == [1]
+
+
+def _worker_with_rank(launchers: list[subprocess.Popen], rank: int) -> int:
+    """The pid of the worker process that torchrun started with RANK=rank (Linux /proc)."""
+    for launcher in launchers:
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        for child in children:
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environ:
+                return int(child)
+    raise AssertionError(f"no worker with RANK={rank} among the launchers' children")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers in Linux /proc")
+def test_a_killed_worker_ends_a_two_node_run_with_a_clear_error(tmp_path):
+    out = tmp_path / "killed"
+    port = _free_port()
+    args = ["--epochs", "3", "--limit-train", "4096", "--limit-test", "128", "--batch-size",
+            "64", "--no-progress", "--dist-timeout", "20"]  # fmt: skip
+    nodes = [_node(port, host, out, *args) for host in (True, False)]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until both workers run
+            try:
+                victim = _worker_with_rank(nodes, 1)
+                _worker_with_rank(nodes, 0)
+                break
+            except (AssertionError, OSError):
+                time.sleep(0.2)
+        time.sleep(3)  # well into the run (loading the data, the first steps)
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        outputs = [node.communicate(timeout=120) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert time.monotonic() - killed < 60  # both launches ended: no hang
+    assert all(node.returncode != 0 for node in nodes)
+    stderr = "".join(err for _, err in outputs)
+    assert "exitcode  : -9" in stderr and "(SIGKILL)" in stderr  # torchrun names the root cause
+    errors = [line for line in stderr.splitlines() if line.startswith("error: rank 0 of 2")]
+    assert len(errors) == 1, stderr[-3000:]  # rank 0's one line says what happened
+    assert "lost contact with the other processes" in errors[0]
+    assert not (out / "metrics.json").exists()
