@@ -14,6 +14,7 @@ from resnet_lessons.recipes import FAST
 from resnet_lessons.regularisation import (
     Comparison,
     Setting,
+    activation_scales,
     adam_decay_step,
     batch_norm_noise,
     compare_regularisers,
@@ -111,6 +112,16 @@ def test_scale_invariance_bad_layer(images, labels):
         scale_invariance(narrow_resnet(4), "stem.1", images, labels)
     with pytest.raises(ValueError, match="positive"):
         scale_invariance(narrow_resnet(4), "stem.0", images, labels, factor=0)
+
+
+def test_activation_scales_one_per_child(images):
+    set_seed(0)
+    model = narrow_resnet(4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scales = activation_scales(model, images)
+    assert [name for name, _ in scales] == [name for name, _ in model.named_children()]
+    assert all(std > 0 for _, std in scales)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_train_steps_records_norms_and_decay_shrinks_them(images, labels):
