@@ -50,7 +50,9 @@ from torch.nn import functional as F
 
 from ._checks import check_int
 from .blocks import Bottleneck, Residual, check_batch_norm, norm_layer
+from .data import FashionMNIST
 from .network import check_dropout, resnet_block
+from .recipes import Recipe
 
 #: Optimisers :func:`train_steps` knows.
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -518,8 +520,8 @@ class Comparison:
 
 def compare_regularisers(
     settings: Sequence[Setting],
-    data: Any,
-    recipe: Any,
+    data: FashionMNIST,
+    recipe: Recipe,
     seeds: Sequence[int],
     *,
     width: int = 16,
