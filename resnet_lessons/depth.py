@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -330,20 +330,28 @@ def train_classifier(
     generator = torch.Generator().manual_seed(seed)
     model.train()
     losses: list[float] = []
-    order = torch.randperm(images.shape[0], generator=generator)
-    position = 0
-    for _ in range(steps):
-        if position + batch_size > len(order):  # next epoch: a new shuffle
-            order = torch.randperm(images.shape[0], generator=generator)
-            position = 0
-        index = order[position : position + batch_size]
-        position += batch_size
+    for index in shuffled_batches(images.shape[0], batch_size, steps, generator):
         loss = F.cross_entropy(model(images[index]), labels[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def shuffled_batches(
+    n: int, batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch_size`` indices into ``n`` items, each ``(batch_size,)``:
+    a shuffled pass, then a new shuffle when fewer than ``batch_size`` items are left."""
+    order = torch.randperm(n, generator=generator)
+    position = 0
+    for _ in range(steps):
+        if position + batch_size > len(order):  # next epoch: a new shuffle
+            order = torch.randperm(n, generator=generator)
+            position = 0
+        yield order[position : position + batch_size]
+        position += batch_size
 
 
 @torch.no_grad()

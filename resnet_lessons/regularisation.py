@@ -51,6 +51,7 @@ from torch.nn import functional as F
 from ._checks import check_int
 from .blocks import Bottleneck, Residual, check_batch_norm, norm_layer
 from .data import FashionMNIST
+from .depth import shuffled_batches
 from .network import check_dropout, resnet_block
 from .recipes import Recipe
 
@@ -393,16 +394,10 @@ def train_steps(
         run.all_norms.append(_norm(weights))
 
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(images.shape[0], generator=generator)
-    position = 0
+    batches = shuffled_batches(images.shape[0], batch_size, steps, generator)
     model.train()
     record(0)
-    for step in range(1, steps + 1):
-        if position + batch_size > len(order):  # next epoch: a new shuffle
-            order = torch.randperm(images.shape[0], generator=generator)
-            position = 0
-        index = order[position : position + batch_size]
-        position += batch_size
+    for step, index in enumerate(batches, start=1):
         loss = F.cross_entropy(model(images[index]), labels[index])
         opt.zero_grad()
         loss.backward()
