@@ -95,15 +95,21 @@ def test_recipes_are_frozen():
         FAST.lr = 1.0  # type: ignore[misc]
 
 
-def test_one_cycle_schedule_warms_up_then_decays():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
-    recipe = dataclasses.replace(FAST, epochs=2, lr=0.2, warmup=0.25)
-    sched = _scheduler(opt, recipe, steps_per_epoch=10)  # 20 steps, 5 warming up
+def learning_rates(recipe: Recipe, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every step of ``recipe``'s schedule."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=recipe.lr)
+    sched = _scheduler(opt, recipe, steps_per_epoch=steps_per_epoch)
     lrs = []
-    for _ in range(20):
+    for _ in range(recipe.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_one_cycle_schedule_warms_up_then_decays():
+    recipe = dataclasses.replace(FAST, epochs=2, lr=0.2, warmup=0.25)
+    lrs = learning_rates(recipe, steps_per_epoch=10)  # 20 steps, 5 warming up
     assert lrs[0] == pytest.approx(0.2 / 25)
     assert max(lrs) == pytest.approx(0.2) and lrs.index(max(lrs)) == 5
     assert all(a <= b for a, b in zip(lrs[:5], lrs[1:6], strict=True))
@@ -112,14 +118,8 @@ def test_one_cycle_schedule_warms_up_then_decays():
 
 
 def test_warmup_schedule_ramps_up_then_stays_constant():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.4)
     recipe = dataclasses.replace(LECTURE, epochs=2, lr=0.4, schedule="warmup", warmup=0.25)
-    sched = _scheduler(opt, recipe, steps_per_epoch=10)  # 20 steps, 5 warming up
-    lrs = []
-    for _ in range(20):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = learning_rates(recipe, steps_per_epoch=10)  # 20 steps, 5 warming up
     assert lrs[0] == pytest.approx(0.4 / 25)
     assert all(a < b for a, b in zip(lrs[:5], lrs[1:6], strict=True))
     assert lrs[5:] == pytest.approx([0.4] * 15)
