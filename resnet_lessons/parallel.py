@@ -719,19 +719,26 @@ def ring_bytes(n_bytes: float, world_size: int) -> float:
 
 
 def time_compute_and_all_reduce(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    repeats: int = 3,
-) -> dict[str, float]:
-    """Run in a worker: median seconds of this rank's forward and backward pass on its share
-    of the batch (no communication), of one ``dist.all_reduce`` of a buffer the size of the
-    model's gradient, and of a whole DDP training step (compute, all-reduce and SGD update).
-    Returns ``{"compute": ..., "all_reduce": ..., "ddp_step": ..., "bytes": ...}``."""
-    check_int("repeats", repeats)
+    cases: Mapping[str, tuple[nn.Module, torch.Tensor, torch.Tensor, int]],
+) -> dict[str, dict[str, float]]:
+    """Run in a worker: for each case ``name -> (model, images, labels, repeats)``, the median
+    seconds of this rank's forward and backward pass on its share of the batch
+    (``"compute"``, no communication), of one ``dist.all_reduce`` of a buffer the size of
+    the model's gradient (``"all_reduce"``), and of a whole DDP training step
+    (``"ddp_step"``: compute, all-reduce and SGD update), plus the gradient's ``"bytes"``.
+    Each is timed ``repeats`` times after one untimed warm-up, all ranks starting together."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    part = share(images.shape[0], rank, world)
-    x, y = images[part], labels[part]
+    out = {}
+    for name, (model, images, labels, repeats) in cases.items():
+        check_int("repeats", repeats)
+        part = share(images.shape[0], rank, world)
+        out[name] = _time_case(model, images[part], labels[part], repeats)
+    return out
+
+
+def _time_case(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int
+) -> dict[str, float]:
     buffer = torch.zeros(gradient_bytes(model) // 4)  # float32 gradients, flattened
 
     def compute() -> None:
@@ -746,12 +753,12 @@ def time_compute_and_all_reduce(
         F.cross_entropy(ddp(x), y).backward()
         optimizer.step()
 
-    out = {
+    return {
         "compute": _median_seconds(compute, repeats),
         "all_reduce": _median_seconds(lambda: dist.all_reduce(buffer), repeats),
         "ddp_step": _median_seconds(ddp_step, repeats),
+        "bytes": float(buffer.numel() * 4),
     }
-    return {**out, "bytes": float(buffer.numel() * 4)}
 
 
 def time_steps(
