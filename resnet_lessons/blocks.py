@@ -147,11 +147,11 @@ class Residual(nn.Module):
         self.stride = stride
         self.use_1x1conv = use_1x1conv
         self.batch_norm = batch_norm
-        bias = variant == "lecture" or not batch_norm
+        bias = variant == "lecture" or not batch_norm  # without BN a conv needs its bias
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
-        self.bn1 = norm_layer(out_channels, batch_norm)
+        self.bn1 = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)
-        self.bn2 = norm_layer(out_channels, batch_norm)
+        self.bn2 = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.shortcut = _shortcut(
             in_channels, out_channels, use_1x1conv, stride, variant, batch_norm
         )
