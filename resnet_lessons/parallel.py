@@ -283,9 +283,16 @@ def _exit_text(code: int | None) -> str:
 def share(batch: int, rank: int, world_size: int) -> slice:
     """This rank's part of a global batch of ``batch`` items: contiguous, sizes differ by <= 1
     (the split :func:`~resnet_lessons.train.fit` uses)."""
-    from .train import _share
+    base, extra = divmod(batch, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
-    return _share(batch, rank, world_size)
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)``: ``(0, 1)`` unless ``torch.distributed`` is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 # --------------------------------------------------------------------------- all-reduce by hand

@@ -10,9 +10,10 @@ there (:mod:`resnet_lessons.speed`). Checkpoints live in :mod:`resnet_lessons.ch
 :func:`predict` and :func:`evaluate` in :mod:`resnet_lessons.evaluation`. With a validation
 split (``data.split_validation(n)``) ``fit(patience=k)`` stops early.
 
-With ``torch.distributed`` initialised (``torchrun``), the model is wrapped in
-``DistributedDataParallel``: every rank draws the same shuffled order, trains on its share of
-every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
+With ``torch.distributed`` initialised (``torchrun``; the set-up is in
+:mod:`resnet_lessons.parallel`), the model is wrapped in ``DistributedDataParallel``: every
+rank draws the same shuffled order, trains on its share of every global batch, and rank 0
+alone logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from .checkpoints import (  # noqa: F401 (re-exported: train is where students l
 )
 from .data import FashionMNIST, iterate_batches, prepare_batch
 from .evaluation import _autocast, evaluate, predict, synchronize  # noqa: F401 (re-exported)
+from .parallel import distributed
+from .parallel import share as _share
 from .probing import PROBE_MARGIN, _probe_and_plan, measure_speed  # noqa: F401 (re-exported)
 from .recipes import (  # noqa: F401 (re-exported)
     FAST,
@@ -80,14 +83,7 @@ class History(list):
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
 
 
-# --------------------------------------------------------------------------- devices, ranks
-
-
-def distributed() -> tuple[int, int]:
-    """``(rank, world_size)``: ``(0, 1)`` unless ``torch.distributed`` is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+# --------------------------------------------------------------------------- notebooks
 
 
 def in_notebook() -> bool:
@@ -109,13 +105,6 @@ def in_notebook() -> bool:
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _share(batch: int, rank: int, world: int) -> slice:
-    """This rank's part of a global batch of ``batch`` images: contiguous, sizes differ by <= 1."""
-    base, extra = divmod(batch, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (rank < extra))
 
 
 class _LivePlot:
