@@ -50,6 +50,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._checks import check_int
+from .depth import shuffled_batches
+from .recipes import warmup_factor
 
 #: Seconds a collective (all-reduce, barrier, broadcast) may wait for the other workers
 #: before it fails: longer than rank 0's slowest evaluation, which the others wait for.
@@ -688,24 +690,15 @@ def train_sgd(
     generator = torch.Generator().manual_seed(seed)
     model.train()
     losses: list[float] = []
-    step = 0
-    for _ in range(epochs):
-        order = torch.randperm(images.shape[0], generator=generator)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            if step < warmup_steps:
-                ramp = 1 / 25 + (1 - 1 / 25) * step / warmup_steps
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * ramp
-            else:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            index = order[start : start + batch_size]
-            loss = F.cross_entropy(model(images[index]), labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
+    steps = epochs * (images.shape[0] // batch_size)  # a new shuffle every epoch
+    for step, index in enumerate(shuffled_batches(images.shape[0], batch_size, steps, generator)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * warmup_factor(step, warmup_steps)
+        loss = F.cross_entropy(model(images[index]), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
     return losses
 
 

@@ -139,23 +139,29 @@ def _scheduler(
     if recipe.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     warmup = round(recipe.warmup * total)
-    start, end = 1 / 25, 1 / 25e3
-
-    def warm(step: int) -> float:
-        return start + (1 - start) * step / warmup
+    end = 1 / 25e3
 
     if recipe.schedule == "warmup":
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warm(step) if step < warmup else 1.0
+            optimizer, lambda step: warmup_factor(step, warmup)
         )
 
     def one_cycle(step: int) -> float:
         if step < warmup:
-            return warm(step)
+            return warmup_factor(step, warmup)
         progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The learning rate's factor at ``step`` of a linear warm-up (Goyal et al. 2017): from
+    1/25 at step 0 up to 1 at ``warmup_steps``, and 1 from then on."""
+    if step >= warmup_steps:
+        return 1.0
+    start = 1 / 25
+    return start + (1 - start) * step / warmup_steps
 
 
 def _xavier_init(model: nn.Module) -> None:
