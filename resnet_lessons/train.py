@@ -397,7 +397,11 @@ def _fit(
         mininterval=1.0,
     )
     try:
-        for epoch in range(len(history) + 1, num_epochs + 1):
+        last = num_epochs
+        if best is not None and len(history) - best["epoch"] >= patience:
+            last = len(history)  # resumed after early stopping: nothing left to train
+            history.stopped_early = last < num_epochs
+        for epoch in range(len(history) + 1, last + 1):
             start = time.perf_counter()
             steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
             loss, acc = _train_epoch(

@@ -519,6 +519,18 @@ def test_early_stopping_stops_and_gives_back_the_best_weights(with_val):
     assert model.batches.item() == 3  # epoch 1's count: 192 training images / 64 per batch
 
 
+def test_a_run_that_stopped_early_resumes_as_stopped(with_val, tmp_path):
+    recipe = dataclasses.replace(TINY, epochs=6, lr=1e-12, schedule="constant")
+    kwargs = {"progress": False, "patience": 2, "checkpoint": tmp_path / "stopped.pt"}
+    set_seed(0)
+    first = fit(CountingLinear(), with_val, recipe, **kwargs)
+    model = CountingLinear()
+    again = fit(model, with_val, recipe, resume=True, **kwargs)
+    assert again == first and [e["epoch"] for e in again] == [1, 2, 3]  # no epoch 4
+    assert again.stopped_early and again.best_epoch == 1
+    assert model.batches.item() == 3  # the best epoch's state, from the checkpoint
+
+
 def test_early_stopping_keeps_the_first_best_epoch(with_val):
     set_seed(0)
     history = fit(resnet18(), with_val, TINY, epochs=3, progress=False, patience=5)
