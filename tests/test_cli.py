@@ -428,7 +428,9 @@ def test_a_killed_worker_ends_a_two_node_run_with_a_clear_error(tmp_path):
                 break
             except (AssertionError, OSError):
                 time.sleep(0.2)
-        time.sleep(3)  # well into the run (loading the data, the first steps)
+        while time.monotonic() < deadline and not (out / "checkpoint.pt").exists():
+            time.sleep(0.2)  # rank 0 checkpoints after epoch 1: both ranks are training now
+        assert (out / "checkpoint.pt").exists(), "the run did not finish its first epoch"
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         outputs = [node.communicate(timeout=120) for node in nodes]
