@@ -522,6 +522,7 @@ def compare_regularisers(
     width: int = 16,
     reuse: Comparison | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    test_each_epoch: bool = True,
 ) -> Comparison:
     """Train :func:`narrow_resnet` once per setting and seed with
     :func:`~resnet_lessons.train.fit`; return the :class:`Comparison`.
@@ -534,7 +535,10 @@ def compare_regularisers(
     :class:`~resnet_lessons.recipes.Recipe`; a setting replaces its ``weight_decay``,
     ``noise`` and ``lr``. Runs already in ``reuse`` (the same setting and seed; the base
     recipe and data must be the same too) are taken from there instead of trained again.
-    ``on_run`` is called with each new row.
+    ``on_run`` is called with each new row. ``test_each_epoch=False`` tests each run once,
+    at its end, instead of after every epoch (see :func:`~resnet_lessons.train.fit`): the
+    same runs and rows, only the histories' ``test_acc`` curves are missing; with a small
+    training set and a larger test set, much of a run's time was testing.
     """
     from .train import evaluate, fit  # train imports much; keep this module light
 
@@ -581,6 +585,7 @@ def compare_regularisers(
                 progress=False,
                 plot=False,
                 verbose=False,
+                test_each_epoch=test_each_epoch,
                 **extra,
             )
             train_acc = evaluate(

@@ -157,6 +157,7 @@ def fit(
     reference: dict[str, Any] | None = None,
     verbose: bool | None = None,
     patience: int | None = None,
+    test_each_epoch: bool = True,
 ) -> History:
     """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch.
 
@@ -195,6 +196,11 @@ def fit(
             ``patience`` epochs in a row without a better validation accuracy, and the model
             gets back the weights of its best epoch (``history.best_epoch``). The test set
             plays no part in the decision.
+        test_each_epoch: ``False`` tests once, after the last epoch trained (the one early
+            stopping stopped at, if it did); the other entries' ``test_acc`` is ``nan``. For
+            comparisons that need only the final accuracy: training is the same, step for
+            step, and a run on few training images no longer spends much of its time testing. A
+            budget's plan still counts a test per epoch, so such a run ends early, not late.
 
     How the numbers are computed is picked for the device (and said when ``progress``):
     see :func:`resnet_lessons.speed.pick_speedups`. The network and its float32 weights are
@@ -227,6 +233,8 @@ def fit(
                 f"the {len(data.train_labels)} training images; the test set must not decide "
                 "when to stop."
             )
+    if not isinstance(test_each_epoch, bool):
+        raise TypeError(f"test_each_epoch must be True or False, got {test_each_epoch!r}.")
     if budget is not None:
         budget = check_budget(budget)
     if plan is not None and not isinstance(plan, Plan):
@@ -264,6 +272,7 @@ def fit(
             reference=reference,
             verbose=progress if verbose is None else verbose,
             patience=patience,
+            test_each_epoch=test_each_epoch,
         )
     finally:
         if speedups.small_maps:  # hand the model back as it came: plain nn.Conv2d layers
@@ -309,6 +318,7 @@ def _fit(
     reference: dict[str, Any] | None,
     verbose: bool,
     patience: int | None,
+    test_each_epoch: bool = True,
 ) -> History:
     optimizer = _optimizer(model, recipe)
     best: dict[str, Any] | None = None  # early stopping: the best epoch so far and its weights
@@ -420,17 +430,26 @@ def _fit(
                 steps,
             )
             test_acc = val_acc = float("nan")
-            if rank == 0:
-                kwargs = {
-                    "device": device,
-                    "resize": recipe.resize,
-                    "batch_size": recipe.eval_batch_size,
-                    "channels_last": speedups.channels_last,
-                    "bf16": speedups.bf16,
-                }
+            kwargs = {
+                "device": device,
+                "resize": recipe.resize,
+                "batch_size": recipe.eval_batch_size,
+                "channels_last": speedups.channels_last,
+                "bf16": speedups.bf16,
+            }
+            if rank == 0 and data.val_images is not None:
+                val_acc = evaluate(model, data.val_images, data.val_labels, **kwargs)
+            stop = False
+            if patience is not None:
+                # rank 0 evaluated; every rank keeps the same best weights (DDP keeps them equal)
+                decision = [best is None or val_acc > best["val_acc"]]
+                if world > 1:
+                    dist.broadcast_object_list(decision, src=0)
+                if decision[0]:
+                    best = {"epoch": epoch, "val_acc": val_acc, "model": _copy_state(model)}
+                stop = epoch - best["epoch"] >= patience
+            if rank == 0 and (test_each_epoch or stop or epoch == last):
                 test_acc = evaluate(model, data.test_images, data.test_labels, **kwargs)
-                if data.val_images is not None:
-                    val_acc = evaluate(model, data.val_images, data.val_labels, **kwargs)
             done = epoch - 1 + steps / steps_per_epoch  # a fraction for a partial last epoch
             entry = {
                 "epoch": epoch if steps == steps_per_epoch else round(done, 2),
@@ -442,15 +461,6 @@ def _fit(
                 entry["val_acc"] = val_acc
             entry["seconds"] = time.perf_counter() - start
             history.append(entry)
-            stop = False
-            if patience is not None:
-                # rank 0 evaluated; every rank keeps the same best weights (DDP keeps them equal)
-                decision = [best is None or val_acc > best["val_acc"]]
-                if world > 1:
-                    dist.broadcast_object_list(decision, src=0)
-                if decision[0]:
-                    best = {"epoch": epoch, "val_acc": val_acc, "model": _copy_state(model)}
-                stop = epoch - best["epoch"] >= patience
             bar.set_postfix(loss=f"{loss:.3f}", train=f"{acc:.3f}", test=f"{test_acc:.3f}")
             if rank == 0:
                 if checkpoint is not None:

@@ -567,6 +567,34 @@ def test_early_stopping_resumes_with_its_best_epoch(with_val, tmp_path):
         )  # fmt: skip
 
 
+def test_testing_once_at_the_end_trains_the_same(with_val):
+    """test_each_epoch=False skips the test set until the last epoch (or the one early
+    stopping stops at); training, validation and the final test are the same."""
+    recipe = dataclasses.replace(TINY, epochs=3)
+    runs = {}
+    for each in (True, False):
+        set_seed(0)
+        runs[each] = fit(CountingLinear(), with_val, recipe, progress=False, test_each_epoch=each)
+    for every, once in zip(runs[True], runs[False], strict=True):
+        for key in ("epoch", "train_loss", "train_acc", "val_acc"):
+            assert once[key] == every[key]
+    assert [math.isnan(e["test_acc"]) for e in runs[False]] == [True, True, False]
+    assert runs[False][-1]["test_acc"] == runs[True][-1]["test_acc"]
+
+    set_seed(0)
+    stopped = dataclasses.replace(TINY, epochs=6, lr=1e-12, schedule="constant")
+    history = fit(
+        CountingLinear(), with_val, stopped, progress=False, patience=2, test_each_epoch=False
+    )
+    assert history.stopped_early and [math.isnan(e["test_acc"]) for e in history] == [
+        True,
+        True,
+        False,
+    ]
+    with pytest.raises(TypeError, match="test_each_epoch must be True or False, got 'no'"):
+        fit(CountingLinear(), with_val, recipe, test_each_epoch="no")
+
+
 def test_patience_is_checked(tiny, with_val):
     with pytest.raises(ValueError, match=r"needs a validation split.*split_validation"):
         fit(resnet18(), tiny, TINY, patience=2)
