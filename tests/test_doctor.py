@@ -53,3 +53,40 @@ def test_the_quoted_accuracy_is_one_measured_at_or_below_the_epochs():
     for epochs, _, where in MEASURED_ACCURACY:
         assert nearest_measured(epochs)[0] == epochs
         assert "CPU" in where  # every figure says where it was measured
+
+
+def test_the_speed_report_turns_the_probe_into_times(monkeypatch):
+    """What the doctor prints from its probe, with the probe replaced by a fake (a real one
+    takes half a minute on a 2-core CPU; `fit(budget=...)` tests run it for real)."""
+    from resnet_lessons import doctor, probing
+    from resnet_lessons.budget import format_seconds
+    from resnet_lessons.recipes import FAST
+
+    asked = []
+
+    def fake_measure(model, data, recipe, device, speedups, limit):
+        asked.append((recipe.name, recipe.batch_size, limit))
+        return recipe.batch_size / 1000, 2.0  # 1,000 training images/s, 2 s per test pass
+
+    monkeypatch.setattr(probing, "measure_speed", fake_measure)
+    lines = doctor.speed_report(seconds=3.0)
+    assert asked == [("fast", FAST.batch_size, 3.0), ("lecture", 32, 3.0)]  # lecture: 32s
+    fast, budget, lecture = lines
+    # 60,000 images at 1,000/s and a 2 s test, per epoch
+    assert fast.startswith("fast recipe: ~1,000 training images/s here (")
+    assert fast.endswith(f"its {FAST.epochs} epochs would take ~{format_seconds(FAST.epochs * 62)}")
+    assert budget.startswith("a 3-minute budget (train --minutes 3, notebook 05) is ~2.7 epochs")
+    assert "measured" in budget and "CPU" in budget  # a quoted accuracy says where
+    assert lecture.startswith("lecture recipe: ~1,000 training images/s here (")
+
+
+def test_run_prints_the_speed_report_unless_told_not_to(monkeypatch):
+    from resnet_lessons import doctor
+
+    monkeypatch.setattr(doctor, "speed_report", lambda: ["fast recipe: ~7 training images/s"])
+    printed: list[str] = []
+    assert doctor.run(probe=True, out=printed.append) == 0
+    assert "fast recipe: ~7 training images/s" in printed and printed[-1] == "\nsummary: ready."
+    printed.clear()
+    assert doctor.run(probe=False, out=printed.append) == 0
+    assert not any("training images/s" in line for line in printed)

@@ -466,7 +466,7 @@ def test_fit_with_a_budget_probes_plans_and_says_so(tiny, capsys):
     out = capsys.readouterr().out
     plan = history.plan
     assert plan is not None and plan.steps >= 1
-    assert plan.probe_seconds <= 0.05 * 20 + 0.5  # the probe keeps to its 5% (+ set-up)
+    # how long the probe may take is tested on a fake clock (test_budget.py), not here
     assert plan.expected_seconds <= 20
     assert plan.describe() in out
     assert "fast recipe on cpu" in out and history.speedups.describe() in out
