@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # --------------------------------------------------------------------------- the CPU
 
@@ -237,6 +238,14 @@ class SmallMapConv2d(nn.Conv2d):
     only *how* the numbers are computed changes, and only when the input map has fewer
     pixels than the kernel has taps (``H * W < kh * kw``, e.g. 1x1 or 2x2 under a 3x3
     kernel). Made by :func:`use_small_map_convs`, which swaps the class of existing layers.
+
+    A 1x1 convolution with a stride (the shortcut's ``use_1x1conv``) and fewer than 8 input
+    channels is computed as a stride-1 one on every ``stride``-th pixel, which is what it
+    computes anyway. On a CPU, PyTorch 2.14's kernel for the strided one corrupted memory
+    (``double free or corruption``, then a crash) in float32, channels_last, one thread and
+    2 or 4 input channels, as in ``narrow_resnet(4)`` under ``OMP_NUM_THREADS=1`` (8 to 64
+    channels ran clean, and keep PyTorch's kernel: its weight gradients are summed in
+    another order, so the sliced path would change trained results by float rounding).
     """
 
     def _conv_forward(
@@ -244,6 +253,14 @@ class SmallMapConv2d(nn.Conv2d):
     ) -> torch.Tensor:
         h, w = input.shape[-2:]
         kh, kw = self.kernel_size
+        if (
+            (kh, kw) == (1, 1)
+            and self.stride != (1, 1)
+            and self.padding in ((0, 0), "valid")
+            and self.in_channels < 8  # where PyTorch's kernel broke (see the class docstring)
+        ):
+            sh, sw = self.stride
+            return F.conv2d(input[:, :, ::sh, ::sw], weight, bias, 1, 0, 1, self.groups)
         if h * w >= kh * kw or self.groups != 1 or self.padding_mode != "zeros":
             return super()._conv_forward(input, weight, bias)
         padding = self.padding

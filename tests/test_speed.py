@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -64,6 +68,52 @@ def test_small_map_conv_equals_conv2d_forward_and_backward(size, stride, kernel,
     ref_grads = torch.autograd.grad(ref, params, upstream)
     for mine, theirs in zip(ours_grads, ref_grads, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_a_strided_1x1_conv_is_computed_on_every_other_pixel(size, memory_format):
+    """The shortcut's 1x1 stride-2 conv: the same outputs and gradients (float64, exact up
+    to rounding) as nn.Conv2d, by way of a sliced input."""
+    torch.manual_seed(size)
+    plain = nn.Conv2d(4, 8, 1, stride=2).double().to(memory_format=memory_format)
+    fast = copy.deepcopy(plain)
+    assert use_small_map_convs(fast) == 1
+    x = torch.randn(3, 4, size, size, dtype=torch.float64).contiguous(memory_format=memory_format)
+    outs, grads = [], []
+    for conv in (plain, fast):
+        xi = x.detach().requires_grad_()
+        out = conv(xi)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), [xi, conv.weight, conv.bias]))
+    assert outs[1].shape == (3, 8, (size + 1) // 2, (size + 1) // 2)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(*grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+CRASHED_ON_ONE_THREAD = """
+import torch
+from torch import nn
+from resnet_lessons.speed import use_small_map_convs
+torch.set_num_threads(1)
+conv = nn.Conv2d(4, 8, 1, stride=2).to(memory_format=torch.channels_last)
+use_small_map_convs(conv)
+for _ in range(300):
+    x = torch.randn(16, 4, 14, 14).contiguous(memory_format=torch.channels_last)
+    conv(x.requires_grad_()).square().mean().backward()
+print("ok")
+"""
+
+
+def test_the_strided_1x1_conv_that_crashed_pytorch_on_one_thread_runs():
+    """Without the slicing, this float32 channels_last loop crashed PyTorch 2.14.1 on a
+    2-core AVX2 CPU within its 300 steps (heap corruption in the strided 1x1 kernel's
+    backward pass, with 2 or 4 input channels and one thread)."""
+    result = subprocess.run(
+        [sys.executable, "-c", CRASHED_ON_ONE_THREAD], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_resnet18_with_small_map_convs_is_the_same_network():
