@@ -159,7 +159,8 @@ def fit(
     patience: int | None = None,
     test_each_epoch: bool = True,
 ) -> History:
-    """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch.
+    """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch (or
+    once, at the end, with ``test_each_epoch=False``).
 
     Args:
         model: takes ``(N, 1, S, S)`` normalised images, returns ``(N, 10)`` scores; moved
@@ -318,7 +319,7 @@ def _fit(
     reference: dict[str, Any] | None,
     verbose: bool,
     patience: int | None,
-    test_each_epoch: bool = True,
+    test_each_epoch: bool,
 ) -> History:
     optimizer = _optimizer(model, recipe)
     best: dict[str, Any] | None = None  # early stopping: the best epoch so far and its weights
