@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -9,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
 import torch
 
-from resnet_lessons.__main__ import main
+from resnet_lessons.__main__ import leave, main, under_torchrun
 from resnet_lessons.data import FILES, find_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,7 +372,74 @@ def _node(port: int, host: bool, out: Path, *args: str) -> subprocess.Popen:
          f"--rdzv_conf=is_host={int(host)}", "--local_addr=127.0.0.1",
          "-m", "resnet_lessons", "train", "--out", str(out), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        start_new_session=True,  # its own process group: a kill reaches its workers too
     )  # fmt: skip
+
+
+def _kill(nodes: list[subprocess.Popen]) -> None:
+    """Kill each launch with the workers it started (nothing left holding the pipes)."""
+    for node in nodes:
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _finish(nodes: list[subprocess.Popen], timeout: float) -> list[tuple[str, str]]:
+    """Every launch's (stdout, stderr), read all at once (a launch whose pipes nobody reads
+    can block on them); past ``timeout`` s the launches are killed and the test fails with
+    what each one printed, its own and its workers' lines."""
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        futures = [pool.submit(node.communicate) for node in nodes]
+        _, pending = wait(futures, timeout=timeout)
+        if pending:
+            _kill(nodes)
+            report = "\n".join(
+                f"--- launch {i} ({'still running' if f in pending else f'exit {n.returncode}'})"
+                f"\nstdout: {f.result()[0][-1500:]}\nstderr: {f.result()[1][-1500:]}"
+                for i, (n, f) in enumerate(zip(nodes, futures, strict=True))
+            )
+            pytest.fail(f"the launches did not all end within {timeout:g} s\n{report}")
+        return [future.result() for future in futures]
+
+
+class _Stream(io.StringIO):
+    """A stream that remembers what had been written when it was last flushed."""
+
+    flushed = ""
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+def test_a_torchrun_worker_leaves_hard_after_flushing(monkeypatch):
+    out, err, exits = _Stream(), _Stream(), []
+
+    def fake_exit(code):
+        exits.append((code, out.flushed, err.flushed))
+        raise SystemExit(code)
+
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    out.write("test accuracy 0.8")
+    err.write("a warning")
+    with pytest.raises(SystemExit):
+        leave(3, hard=True)
+    assert exits == [(3, "test accuracy 0.8", "a warning")]  # flushed, then os._exit
+    with pytest.raises(SystemExit) as ended:
+        leave(0, hard=False)
+    assert ended.value.code == 0 and len(exits) == 1  # an ordinary exit: sys.exit
+
+
+@pytest.mark.parametrize(
+    "world_size, expected", [(None, False), ("1", False), ("2", True), ("eight", False)]
+)
+def test_under_torchrun(monkeypatch, world_size, expected):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if world_size is not None:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert under_torchrun() is expected
 
 
 @pytest.mark.slow
@@ -379,7 +448,10 @@ def test_two_nodes_on_one_machine_with_sync_bn(tmp_path):
     port = _free_port()
     args = ["--epochs", "1", "--sync-bn", "--scale-lr", *SMALL]
     nodes = [_node(port, host, out, *args) for host in (True, False)]
-    outputs = [node.communicate(timeout=300) for node in nodes]
+    try:
+        outputs = _finish(nodes, timeout=240)  # about 10 s here; torchrun waits 300 s
+    finally:
+        _kill(nodes)
     for node, (_, stderr) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, stderr[-3000:]
         assert "Traceback" not in stderr
@@ -426,10 +498,9 @@ def test_a_killed_worker_ends_a_two_node_run_with_a_clear_error(tmp_path):
         assert (out / "checkpoint.pt").exists(), "the run did not finish its first epoch"
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        outputs = [node.communicate(timeout=120) for node in nodes]
+        outputs = _finish(nodes, timeout=120)
     finally:
-        for node in nodes:
-            node.kill()
+        _kill(nodes)
     assert time.monotonic() - killed < 60  # both launches ended: no hang
     assert all(node.returncode != 0 for node in nodes)
     stderr = "".join(err for _, err in outputs)
