@@ -385,6 +385,25 @@ def _kill(nodes: list[subprocess.Popen]) -> None:
             pass
 
 
+def _session(sid: int) -> str:
+    """One line per live process of session ``sid`` (a launch and its workers): pid, state,
+    the kernel function it waits in, its threads' names and its command (Linux /proc)."""
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+            if int(fields[3]) != sid:  # fields: state, ppid, pgrp, session, ...
+                continue
+            proc = stat.parent
+            threads = sorted(t.read_text().strip() for t in proc.glob("task/*/comm"))
+            wchan = (proc / "wchan").read_text()
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[-200:]
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+        lines.append(f"pid {proc.name} {fields[0]} in {wchan or '-'}; threads {threads}; {command}")
+    return "\n".join(lines) or "(no process left)"
+
+
 def _finish(nodes: list[subprocess.Popen], timeout: float) -> list[tuple[str, str]]:
     """Every launch's (stdout, stderr), read all at once (a launch whose pipes nobody reads
     can block on them); past ``timeout`` s the launches are killed and the test fails with
@@ -393,11 +412,12 @@ def _finish(nodes: list[subprocess.Popen], timeout: float) -> list[tuple[str, st
         futures = [pool.submit(node.communicate) for node in nodes]
         _, pending = wait(futures, timeout=timeout)
         if pending:
+            processes = [_session(node.pid) for node in nodes]  # what hangs, before the kill
             _kill(nodes)
             report = "\n".join(
                 f"--- launch {i} ({'still running' if f in pending else f'exit {n.returncode}'})"
-                f"\nstdout: {f.result()[0][-1500:]}\nstderr: {f.result()[1][-1500:]}"
-                for i, (n, f) in enumerate(zip(nodes, futures, strict=True))
+                f"\n{ps}\nstdout: {f.result()[0][-1500:]}\nstderr: {f.result()[1][-1500:]}"
+                for i, (n, f, ps) in enumerate(zip(nodes, futures, processes, strict=True))
             )
             pytest.fail(f"the launches did not all end within {timeout:g} s\n{report}")
         return [future.result() for future in futures]
