@@ -356,11 +356,10 @@ def leave(code: int, *, hard: bool) -> NoReturn:
     group, and its three threads, alive after ``destroy_process_group`` (measured with
     torch 2.14.1: none are left without DDP, three with it). Tearing the interpreter down
     with those threads running can hang (pytorch/pytorch#190489: C++ threads taking the GIL
-    while Python finalises). A CI run showed that symptom once in about 70 two-node runs:
-    rank 0 wrote metrics.json, its last line came out (flushed at teardown), and its process
-    never exited, so its launch waited in torchrun until the test gave up after 300 s.
-    Nothing is left to do by then: the files are written and closed, the process group is
-    destroyed.
+    while Python finalises). One CI run showed that symptom: rank 0 wrote metrics.json, its
+    last line came out (flushed at teardown), and its launch never ended, so the test gave
+    up after 300 s (155 two-node runs here, on AVX2, did not repeat it). Nothing is left to
+    do by then: the files are written and closed, the process group is destroyed.
     """
     if not hard:
         sys.exit(code)
