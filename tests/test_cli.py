@@ -225,15 +225,20 @@ def test_resume_after_a_kill(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
-    result = subprocess.run(
+    launch = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "resnet_lessons", "train", "--epochs", "2", "--out", str(out), *SMALL],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        start_new_session=True,  # its own process group: a kill reaches its workers too
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    assert result.stdout.count("wrote ") == 1  # rank 0 alone writes
-    assert result.stdout.count("epoch 1:") == 1  # ... and logs
+    try:
+        [(stdout, stderr)] = _finish([launch], timeout=240)  # about 9 s here
+    finally:
+        _kill([launch])
+    assert launch.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stdout.count("wrote ") == 1  # rank 0 alone writes
+    assert stdout.count("epoch 1:") == 1  # ... and logs
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2
