@@ -342,8 +342,12 @@ def _write_json(path: Path, obj: object) -> None:
 
 def under_torchrun() -> bool:
     """True in a worker that ``torchrun`` started for a run of several processes."""
+    if "WORLD_SIZE" not in os.environ:
+        return False  # no torch import for that (torchrun's workers have torch loaded)
+    from .parallel import torchrun_world_size
+
     try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+        return torchrun_world_size() > 1
     except ValueError:
         return False  # main() reports the bad value
 

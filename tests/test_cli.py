@@ -225,12 +225,8 @@ def test_resume_after_a_kill(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
-    launch = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "resnet_lessons", "train", "--epochs", "2", "--out", str(out), *SMALL],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-        start_new_session=True,  # its own process group: a kill reaches its workers too
-    )  # fmt: skip
+    launch = _launch("--standalone", "--nproc_per_node=2", "-m", "resnet_lessons", "train",
+                     "--epochs", "2", "--out", str(out), *SMALL)  # fmt: skip
     try:
         [(stdout, stderr)] = _finish([launch], timeout=240)  # about 9 s here
     finally:
@@ -371,13 +367,20 @@ def _free_port() -> int:
 def _node(port: int, host: bool, out: Path, *args: str) -> subprocess.Popen:
     """One of two `torchrun --nnodes=2` launches on this machine, meeting at a c10d
     rendezvous on localhost (on two machines: the first one's address instead)."""
+    return _launch(
+        "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test", f"--rdzv_conf=is_host={int(host)}",
+        "--local_addr=127.0.0.1", "-m", "resnet_lessons", "train", "--out", str(out), *args,
+    )  # fmt: skip
+
+
+def _launch(*torchrun_args: str) -> subprocess.Popen:
+    """``torchrun ARGS`` with its output piped, in a session of its own: :func:`_kill`
+    reaches the workers it starts too."""
     return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test",
-         f"--rdzv_conf=is_host={int(host)}", "--local_addr=127.0.0.1",
-         "-m", "resnet_lessons", "train", "--out", str(out), *args],
+        [sys.executable, "-m", "torch.distributed.run", *torchrun_args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-        start_new_session=True,  # its own process group: a kill reaches its workers too
+        start_new_session=True,
     )  # fmt: skip
 
 
@@ -412,7 +415,7 @@ def _session(sid: int) -> str:
 def _finish(nodes: list[subprocess.Popen], timeout: float) -> list[tuple[str, str]]:
     """Every launch's (stdout, stderr), read all at once (a launch whose pipes nobody reads
     can block on them); past ``timeout`` s the launches are killed and the test fails with
-    what each one printed, its own and its workers' lines."""
+    each one's live processes (:func:`_session`) and what it and its workers printed."""
     with ThreadPoolExecutor(len(nodes)) as pool:
         futures = [pool.submit(node.communicate) for node in nodes]
         _, pending = wait(futures, timeout=timeout)
