@@ -103,7 +103,7 @@ def check_hardware() -> list[Check]:
         ),
     ]
     if torch.cuda.is_available():
-        gpu = f"CUDA: {torch.cuda.getdevice_name(0)} (notebook 05 runs the lecture's recipe)"
+        gpu = f"CUDA: {torch.cuda.get_device_name(0)} (notebook 05 runs the lecture's recipe)"
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         gpu = "Apple MPS (notebook 05 runs the lecture's recipe)"
     else:
