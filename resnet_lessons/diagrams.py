@@ -204,7 +204,8 @@ def _stage_details(model: ResNet) -> dict[str, tuple[str, str]]:
     for i in range(1, 5):
         stage = getattr(model, f"stage{i}")
         first = stage[0]
-        how = f"stride {first.stride}\n+ 1x1 conv" if first.stride != 1 else "size kept"
+        strided = f"first block:\nstride {first.stride}\n+ 1x1 conv"  # only the first block
+        how = strided if first.stride != 1 else "size kept"
         details[f"stage{i}"] = (f"stage{i}", f"{len(stage)} x {type(first).__name__}\n{how}")
     return details
 
@@ -222,7 +223,7 @@ def resnet18_stages_figure() -> Figure:
     rows = [("input", "", NETWORK_INPUT)]
     rows += [(*details[r.name], r.output_shape) for r in table if r.name != "flatten"]
 
-    fig = Figure(figsize=(11, 4.4), dpi=DPI)
+    fig = Figure(figsize=(11, 4.6), dpi=DPI)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     gap, w, top = 1.5, 0.55, 0.0  # slabs hang from y = top so the arrows line up
     tallest = 0.0
@@ -266,7 +267,7 @@ def resnet18_stages_figure() -> Figure:
         )
     ax.text(
         -w / 2,
-        row - 1.0,
+        row - 1.25,
         "slab height: height and width of the feature map; slab depth: channels (both log scale)",
         ha="left",
         va="top",
@@ -275,7 +276,7 @@ def resnet18_stages_figure() -> Figure:
         style="italic",
     )
     ax.set_xlim(-0.75, (len(rows) - 1) * gap + 0.95)
-    ax.set_ylim(row - 1.35, top + 1.1)
+    ax.set_ylim(row - 1.6, top + 1.1)
     ax.set_aspect("equal")
     ax.axis("off")
     return fig

@@ -55,6 +55,8 @@ def test_stage_diagram_shows_the_traced_resnet18_shapes():
         assert shape in text
     assert "512 x 7 x 7" in text and "512 x 1 x 1" in text
     assert "512 -> 10" in text
+    # only the first block of stages 2-4 is strided: the label must not read as if both were
+    assert text.count("first block:\nstride 2\n+ 1x1 conv") == 3 and "size kept" in text
 
 
 def test_block_figure_shows_both_shortcuts_and_their_shapes():
