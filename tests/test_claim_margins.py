@@ -12,14 +12,15 @@ an assertion changes, measure it again and update its row.
 
 Notebook 06 (``06_why_residuals``), section 1 and 4: plain-20/56 and residual-20/56,
 width 8, 14x14, 200 steps of 128 (the notebook's settings), measured on a 2-core AVX2 CPU
-with ``OMP_NUM_THREADS=2`` for seeds 0-3 and ``OMP_NUM_THREADS=1`` for seed 0 (the same
-numbers as two threads, to the printed digit, for seed 0)::
+with ``OMP_NUM_THREADS=2`` for seeds 0-3 and with ``OMP_NUM_THREADS=1`` for seed 0 (row
+0/1t: one thread sums in another order, and the same seed trains to other numbers)::
 
     seed | final loss: p20   p56   r20   r56 | median removal (intact): p20, r20, r56
     0    |            0.620 1.713 0.469 0.573 | 0.087 (0.738), 0.552 (0.812), 0.753 (0.772)
     1    |            0.637 1.994 0.470 0.595 | 0.100 (0.723), 0.742 (0.829), 0.752 (0.758)
     2    |            0.596 1.369 0.501 0.685 | 0.133 (0.714), 0.805 (0.837), 0.684 (0.692)
     3    |            0.868 1.530 0.494 0.578 | 0.115 (0.505), 0.722 (0.786), 0.770 (0.756)
+    0/1t |            0.584 1.994 0.461 0.599 | 0.099 (0.741), 0.658 (0.818), 0.736 (0.706)
 
 * plain-56 trains worse than plain-20 by more than 0.5: gaps 1.09, 1.36, 0.77, 0.66
   (smallest margin 0.16);
