@@ -10,6 +10,11 @@
 * :func:`shape_quiz`: answer boxes for shapes worked out by hand, checked as you type
   (:func:`~resnet_lessons.exercises.check_shape`).
 
+Opened before the kernel runs, JupyterLab draws the saved widgets without a kernel behind
+them and marks each control with ipywidgets' red "disconnected" icon. Each widget here
+carries a :func:`_saved_view_note`: CSS scoped to the widget that hides those icons and
+shows one line, "run the notebook", only while the widget is disconnected.
+
 The widgets only wire values to :func:`~resnet_lessons.residual_shape` and
 :func:`~resnet_lessons.resnet_shapes` (tested without a browser) through
 ``observe``; each update is a few milliseconds (shapes on the meta device, the
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 
 import ipywidgets as widgets
@@ -31,6 +37,31 @@ from .shapes import ResidualShape, ResNetShapes, _fmt_shape, residual_shape, res
 from .stride_picture import stride_picture
 
 _STYLE = {"description_width": "8em"}
+
+# ipywidgets 8 gives every view whose model has no live kernel connection the class
+# ``jupyter-widgets-disconnected`` and draws an icon in its ``::before``.
+_DISCONNECTED = "jupyter-widgets-disconnected"
+
+
+def _saved_view_note(box_class: str, text: str) -> widgets.HTML:
+    """An HTML child (CSS class ``saved-view-note``) for the box of class ``box_class``.
+
+    Its ``<style>`` hides the disconnected icons inside that box and shows ``text`` only
+    while the box itself is disconnected (a notebook opened before its cells ran, or a
+    restarted kernel); once the cell runs, the note is hidden and takes no room.
+    The HTML widget sets its value as ``innerHTML``, so the ``<style>`` applies as written.
+    """
+    box, off = f".{box_class}", f".{box_class}.{_DISCONNECTED}"
+    style = (
+        f"{off}::before, {box} .{_DISCONNECTED}::before {{display: none;}} "
+        f"{box} .saved-view-text {{display: none;}} "
+        f"{off} .saved-view-text {{display: block; line-height: 1.5; padding: 2px 8px; "
+        "border-left: 3px solid var(--jp-brand-color1, #1976d2); "
+        "color: var(--jp-ui-font-color1, #333); background: var(--jp-layout-color2, #eee);}"
+    )
+    note = widgets.HTML(f"<style>{style}</style><div class='saved-view-text'>{text}</div>")
+    note.add_class("saved-view-note")
+    return note
 
 
 def _slider(description: str, value: int, low: int, high: int) -> widgets.IntSlider:
@@ -57,9 +88,10 @@ class ResidualExplorer(widgets.VBox):
     The box carries the CSS class ``residual-explorer``. Attributes: the controls
     ``size_slider``, ``in_slider``, ``out_slider``, ``stride_slider`` (description
     ``stride``), ``conv1x1_box``; the ``readout`` Label (CSS class ``shape-readout``)
-    with the output shape ``(N, C, H, W)``; ``picture``, an HTML widget (CSS class
-    ``stride-picture-box``) with the stride picture's SVG (``svg.stride-picture``, its
-    ``data-windows`` the number of kernel positions);
+    with the output shape ``(N, C, H, W)``; ``note``, the :func:`_saved_view_note` shown
+    in place of the disconnected icons before the kernel runs; ``picture``, an HTML widget
+    (CSS class ``stride-picture-box``) with the stride picture's SVG
+    (``svg.stride-picture``, its ``data-windows`` the number of kernel positions);
     the ``details`` HTML with the formulas and any error; ``result``, the latest
     :class:`~resnet_lessons.ResidualShape`.
 
@@ -100,9 +132,15 @@ class ResidualExplorer(widgets.VBox):
             "(N = batch, C = channels, H x W = height x width)"
         )
         output_row = widgets.HBox([widgets.HTML("<b>output shape (N, C, H, W):</b>"), readout])
+        note = _saved_view_note(
+            "residual-explorer",
+            "The saved view of this explorer: run the notebook (Run &gt; Run All Cells) "
+            "to move the sliders.",
+        )
         super().__init__(
             children=[
                 title,
+                note,
                 size_slider,
                 in_slider,
                 out_slider,
@@ -120,6 +158,7 @@ class ResidualExplorer(widgets.VBox):
         self.out_slider = out_slider
         self.stride_slider = stride_slider
         self.conv1x1_box = conv1x1_box
+        self.note = note
         self.readout = readout
         self.details = details
         self.picture = picture
@@ -178,8 +217,9 @@ class ResNetExplorer(widgets.VBox):
 
     The box carries the CSS class ``resnet-explorer``. Attributes: ``size_slider``;
     ``summary`` (Label, CSS class ``resnet-readout``) with the shape reaching the
-    classifier; ``table`` (HTML, CSS class ``resnet-table``); ``model``, built once;
-    ``result``, the latest :class:`~resnet_lessons.ResNetShapes`.
+    classifier; ``table`` (HTML, CSS class ``resnet-table``); ``note``, the
+    :func:`_saved_view_note`; ``model``, built once; ``result``, the latest
+    :class:`~resnet_lessons.ResNetShapes`.
     """
 
     def __init__(
@@ -196,8 +236,14 @@ class ResNetExplorer(widgets.VBox):
             f"<b>{_model_name(self.model)}</b>: the output shape of each stage "
             "for a square input image"
         )
-        super().__init__(children=[title, size_slider, summary, table])
+        note = _saved_view_note(
+            "resnet-explorer",
+            "The saved view of this explorer: run the notebook (Run &gt; Run All Cells) "
+            "to move the slider.",
+        )
+        super().__init__(children=[title, note, size_slider, summary, table])
         self.add_class("resnet-explorer")
+        self.note = note
         self.batch_size = batch_size
         self.size_slider = size_slider
         self.summary = summary
@@ -235,7 +281,8 @@ class ShapeQuiz(widgets.VBox):
     a Text box (CSS class ``quiz-answer``) and an HTML verdict (CSS class
     ``quiz-feedback``) from :func:`~resnet_lessons.exercises.check_shape`. Attributes:
     ``answers`` (the Text boxes), ``verdicts`` (the HTML widgets), ``feedback`` (the
-    latest :class:`~resnet_lessons.exercises.Feedback` of each row).
+    latest :class:`~resnet_lessons.exercises.Feedback` of each row), ``note`` (the
+    :func:`_saved_view_note`, the first child).
     """
 
     def __init__(self, questions: Sequence[tuple]) -> None:
@@ -252,7 +299,12 @@ class ShapeQuiz(widgets.VBox):
             rows.append(widgets.HBox([label, answer, verdict]))
             self.answers.append(answer)
             self.verdicts.append(verdict)
-        super().__init__(children=rows)
+        self.note = _saved_view_note(
+            "shape-quiz",
+            "The saved view of this quiz: run the notebook (Run &gt; Run All Cells) to type "
+            "and check your answers.",
+        )
+        super().__init__(children=[self.note, *rows])
         self.add_class("shape-quiz")
         self.feedback = [None] * len(self.questions)
         for i, answer in enumerate(self.answers):
@@ -266,7 +318,21 @@ class ShapeQuiz(widgets.VBox):
         self.verdicts[i].value = "" if feedback.hint == "not_done" else feedback._repr_html_()
 
     def __repr__(self) -> str:
-        return f"shape quiz with {len(self.questions)} questions (run the cell to answer)"
+        # What a notebook shows where the boxes cannot be drawn: the questions, never the answers.
+        lines = [f"shape quiz, {len(self.questions)} questions (run the notebook to answer them):"]
+        for number, (question, _expected, _stride) in enumerate(self.questions, start=1):
+            lines.append(f"  {number}. {html.unescape(re.sub(r'<[^>]+>', '', question))}")
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, **kwargs: object) -> dict[str, object]:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        # A static copy for viewers that cannot draw widgets: the questions, no answers.
+        items = "".join(f"<li>{question}</li>" for question, _expected, _stride in self.questions)
+        bundle["text/html"] = (
+            "<div class='shape-quiz-static'><p><b>Shape quiz</b> (run the notebook to type "
+            f"your answers): what is the output shape (N, C, H, W) of</p><ol>{items}</ol></div>"
+        )
+        return bundle
 
 
 # The explorers are their own factories: ``residual_explorer(size=6, ...)`` builds one.

@@ -9,6 +9,12 @@ picture shows as many kernel windows as the output has pixels. It leaves a scree
 the explorer at 1280x720 (``explorer-1280x720.png`` in the test's temporary directory, or
 in ``$RESNET_LESSONS_SCREENSHOTS`` when set).
 
+A second test opens the notebook trusted, as ``make lab`` does, so JupyterLab draws the
+saved widgets before any kernel has run: it checks that no ipywidgets "disconnected" icon
+shows inside them, only one note per widget saying to run the notebook, and that the notes
+go once the cells have run and the sliders work (screenshots ``saved-1280x720.png`` and
+``live-1280x720.png``).
+
 Where ``/usr/bin/chromium`` or the playwright package is missing (a student's laptop) the
 test skips with the reason; under CI (``CI=true``) it fails instead. Playwright drives the
 system Chromium: ``playwright install`` is never needed.
@@ -152,11 +158,13 @@ def jupyterlab(browser_available, tmp_path_factory) -> Iterator[tuple[str, str]]
 
 
 @contextlib.contextmanager
-def running_jupyterlab(base: Path) -> Iterator[tuple[str, str]]:
+def running_jupyterlab(base: Path, *, trusted: bool = False) -> Iterator[tuple[str, str]]:
     """Start JupyterLab on a copy of notebooks/ in ``base``; yield ``(base url, token)``.
 
     Every Jupyter and IPython directory points into ``base``, so nothing reaches the home
-    directory; news and update checks are off. Stops everything it started on exit.
+    directory; news and update checks are off. With ``trusted``, the copies are trusted
+    first, as ``make lab`` does, so JupyterLab draws their saved widgets. Stops everything
+    it started on exit.
     """
     root = base / "notebooks"
     shutil.copytree(
@@ -182,6 +190,13 @@ def running_jupyterlab(base: Path) -> Iterator[tuple[str, str]]:
         "IPYTHONDIR": str(dirs["ipython"]),
         "MPLCONFIGDIR": str(base / "matplotlib"),
     }
+    if trusted:  # the signatures go to the private data dir, read by the server below
+        subprocess.run(
+            [sys.executable, "-m", "nbformat.sign", *map(str, sorted(root.glob("*.ipynb")))],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     port, token = free_port(), secrets.token_hex(24)
     url = f"http://127.0.0.1:{port}"
     log_path = base / "jupyterlab.log"
@@ -371,6 +386,28 @@ def _check_stride_slider(page, url: str, token: str) -> dict[str, object]:
     }
 
 
+# Every saved widget of notebook 02: for each box, the views marked disconnected inside it
+# (itself included) whose ``::before`` icon is drawn, and its notes that are visible.
+_SAVED_VIEW = """boxes => boxes.map(box => {
+    const views = [box, ...box.querySelectorAll('.jupyter-widgets-disconnected')]
+        .filter(el => el.classList.contains('jupyter-widgets-disconnected'));
+    const drawn = el => {
+        const icon = getComputedStyle(el, '::before');
+        return icon.display !== 'none' && icon.content !== 'none' && icon.content !== 'normal';
+    };
+    const shown = el => el.getClientRects().length > 0 && el.offsetHeight > 0;
+    return {
+        box: box.classList.contains('shape-quiz') ? 'shape-quiz'
+            : box.classList.contains('resnet-explorer') ? 'resnet-explorer' : 'residual-explorer',
+        disconnected: views.length,
+        icons: views.filter(drawn).length,
+        notes: [...box.querySelectorAll('.saved-view-text')].filter(shown)
+            .map(el => el.textContent),
+    };
+})"""
+_BOXES = ".jp-NotebookPanel :is(.residual-explorer, .resnet-explorer, .shape-quiz)"
+
+
 def _screenshot(page, path: Path) -> None:
     """The explorer at 1280x720, the size of a projector, scrolled to its sliders."""
     page.set_viewport_size({"width": 1280, "height": 720})
@@ -413,4 +450,113 @@ def test_stride_slider_updates_the_shape_readout(jupyterlab, tmp_path):
         f"{result['size']}: readout {result['readout']} after {result['ms']:.0f} ms "
         "(key press to readout, through the kernel); stride picture windows "
         f"{result['windows'][0]} -> {result['windows'][1]}; screenshot {screenshot}"
+    )
+
+
+def _check_saved_then_live(page, url: str, token: str, folder: Path) -> dict[str, object]:
+    page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", timeout=STEP_MS)
+    page.locator(".jp-NotebookPanel").wait_for(timeout=STEP_MS)
+    _wait_for_idle_kernel(page)
+    # The trusted notebook's saved widget state is drawn once the kernel has started.
+    boxes = page.locator(_BOXES)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{_BOXES}').length === 3", timeout=STEP_MS
+    )
+    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+    saved = boxes.evaluate_all(_SAVED_VIEW)
+    assert [b["box"] for b in saved] == ["residual-explorer", "resnet-explorer", "shape-quiz"]
+    for box in saved:
+        assert box["disconnected"] > 0, f"{box['box']} is not drawn from the saved state: {box}"
+        assert box["icons"] == 0, (
+            f"{box['box']} shows {box['icons']} disconnected icons of its "
+            f"{box['disconnected']} saved views; the saved-view note's CSS did not apply: {box}"
+        )
+        assert len(box["notes"]) == 1 and "run the notebook" in box["notes"][0], (
+            f"{box['box']} should show one note saying to run the notebook: {box['notes']}"
+        )
+    stray = page.evaluate(
+        """() => [...document.querySelectorAll('.jupyter-widgets-disconnected')].filter(el => {
+            const icon = getComputedStyle(el, '::before');
+            return icon.display !== 'none' && icon.content !== 'none';
+        }).length"""
+    )
+    assert stray == 0, f"{stray} disconnected icons are drawn elsewhere in the notebook"
+    _screenshot(page, folder / "saved-1280x720.png")
+
+    # Cleared first, so the execution counts waited for below come from this kernel.
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-child').length === 0",
+        timeout=STEP_MS,
+    )
+    _menu(page, "Run", "Run All Cells")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll(
+                '.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')]
+            .every(p => /\\[\\d+\\]/.test(p.textContent))""",
+        timeout=STEP_MS,
+    )
+    _wait_for_idle_kernel(page)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert errors.count() == 0, "a cell wrote to stderr: " + " | ".join(errors.all_text_contents())
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{_BOXES}').length === 3", timeout=STEP_MS
+    )
+    live = boxes.evaluate_all(_SAVED_VIEW)
+    for box in live:
+        assert box["disconnected"] == 0 and box["notes"] == [], (
+            f"after Run All Cells {box['box']} still looks saved: {box}"
+        )
+    explorer = page.locator(".jp-NotebookPanel .residual-explorer")
+    explorer.scroll_into_view_if_needed()
+    readout = explorer.locator(".shape-readout")
+    before = readout.text_content()
+    handle = _slider(explorer, "stride").locator(".noUi-handle")
+    handle.focus()
+    handle.press("ArrowRight")
+    page.wait_for_function(
+        "before => document.querySelector('.residual-explorer .shape-readout')"
+        ".textContent !== before",
+        arg=before,
+        timeout=STEP_MS,
+    )
+    _screenshot(page, folder / "live-1280x720.png")
+    return {"saved": saved, "readout": (before, readout.text_content())}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_saved_widgets_show_one_note_instead_of_disconnected_icons(
+    browser_available, tmp_path_factory, tmp_path
+):
+    from playwright.sync_api import sync_playwright
+
+    folder = Path(os.environ.get("RESNET_LESSONS_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    base = tmp_path_factory.mktemp("jupyterlab-trusted")
+    with running_jupyterlab(base, trusted=True) as (url, token), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            env=browser_env(tmp_path / "browser-home"),
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            try:
+                result = _check_saved_then_live(page, url, token, folder)
+            except Exception as err:
+                screenshot = tmp_path / "jupyterlab-failure.png"
+                page.screenshot(path=str(screenshot), full_page=True)
+                raise AssertionError(f"{err}\n(screenshot of the page: {screenshot})") from err
+        finally:
+            browser.close()
+    for box in result["saved"]:
+        print(
+            f"saved {box['box']}: {box['disconnected']} disconnected views, no icon drawn, "
+            f"note {box['notes'][0]!r}"
+        )
+    print(
+        f"live: readout {result['readout'][0]} -> {result['readout'][1]}; screenshots "
+        f"{folder / 'saved-1280x720.png'}, {folder / 'live-1280x720.png'}"
     )

@@ -369,3 +369,53 @@ def test_shape_quiz_checks_each_answer_as_it_is_typed(capsys):
     assert capsys.readouterr() == ("", "")
     with pytest.raises(ValueError, match="at least one"):
         shape_quiz([])
+
+
+def test_shape_quiz_static_fallback_shows_the_questions_and_no_answer():
+    quiz = shape_quiz([("<code>Residual(3, 6, use_1x1conv=True, stride=2)</code> on "
+                        "<code>(4, 3, 6, 6)</code>", (4, 6, 3, 3), 2)])  # fmt: skip
+    text = repr(quiz)
+    assert "1. Residual(3, 6, use_1x1conv=True, stride=2) on (4, 3, 6, 6)" in text
+    page = quiz._repr_mimebundle_()["text/html"]
+    assert "<li><code>Residual(3, 6, use_1x1conv=True, stride=2)</code>" in page
+    quiz.answers[0].value = "(4, 6, 3, 3)"  # a right answer typed in is not shown either
+    for shown in (repr(quiz), quiz._repr_mimebundle_()["text/html"]):
+        assert "(4, 6, 3, 3)" not in shown
+
+
+@pytest.mark.parametrize(
+    ("make", "box_class", "words"),
+    [
+        (lambda: residual_explorer(size=6), "residual-explorer", "move the sliders"),
+        (lambda: resnet_explorer(size=32), "resnet-explorer", "move the slider"),
+        (lambda: shape_quiz([("a block", (1, 1, 1, 1))]), "shape-quiz", "type and check"),
+    ],
+)
+def test_saved_view_note_replaces_the_disconnected_icons_inside_its_widget_only(
+    make, box_class, words
+):
+    """Before the kernel runs, JupyterLab draws the saved widgets with the class
+    ``jupyter-widgets-disconnected`` on every view (an icon in its ``::before``). The note's
+    CSS hides those icons and shows one line while the box is disconnected; every rule is
+    scoped to the widget's own class, so nothing else on the page changes. The browser test
+    checks that JupyterLab applies it."""
+    widget = make()
+    note = widget.note
+    assert note in widget.children[:2], "the note sits at the top of the widget"
+    assert "saved-view-note" in note._dom_classes
+    match = re.fullmatch(
+        r"<style>(.*)</style><div class='saved-view-text'>(.*)</div>", note.value, re.S
+    )
+    assert match, note.value
+    css, text = match.groups()
+    assert "run the notebook" in text and words in text
+    rules = dict(re.findall(r"\s*([^{}]+?)\s*\{([^}]*)\}", css))
+    assert rules, css
+    for selectors in rules:
+        for selector in selectors.split(","):
+            assert selector.strip().startswith(f".{box_class}"), f"unscoped: {selector!r}"
+    off = f".{box_class}.jupyter-widgets-disconnected"
+    icons = f"{off}::before, .{box_class} .jupyter-widgets-disconnected::before"
+    assert rules[icons].strip() == "display: none;"
+    assert rules[f".{box_class} .saved-view-text"].strip() == "display: none;"
+    assert rules[f"{off} .saved-view-text"].startswith("display: block;")
