@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-#: ``--dist-timeout``'s default: resnet_lessons.parallel.DEFAULT_TIMEOUT (not imported here:
-#: ``--help`` stays fast without torch).
+#: ``--dist-timeout``'s default: resnet_lessons.training.distributed.DEFAULT_TIMEOUT (not
+#: imported here: ``--help`` stays fast without torch).
 DIST_TIMEOUT = 600.0
 
 #: Files ``train`` writes in ``--out``.
@@ -204,9 +204,10 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import resnet18, set_seed
     from .data import find_fashion_mnist, load_fashion_mnist
-    from .parallel import convert_sync_batchnorm, process_group, scale_lr, torchrun_world_size
-    from .recipes import get_recipe
-    from .train import fit, resolve_device
+    from .runtime import resolve_device
+    from .training import fit
+    from .training.distributed import convert_sync_batchnorm, process_group, torchrun_world_size
+    from .training.recipes import get_recipe, scale_lr
 
     if args.minutes is not None and args.epochs is not None:
         raise CommandError(
@@ -292,7 +293,7 @@ def _train(args: argparse.Namespace) -> int:
             verbose=True,
         )
         if rank == 0:
-            from .speed import cpu_info
+            from .training.speed import cpu_info
 
             plan = history.plan
             metrics = {
@@ -344,7 +345,7 @@ def under_torchrun() -> bool:
     """True in a worker that ``torchrun`` started for a run of several processes."""
     if "WORLD_SIZE" not in os.environ:
         return False  # no torch import for that (torchrun's workers have torch loaded)
-    from .parallel import torchrun_world_size
+    from .training.distributed import torchrun_world_size
 
     try:
         return torchrun_world_size() > 1

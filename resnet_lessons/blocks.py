@@ -88,7 +88,8 @@ def norm_layer(channels: int, batch_norm: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
-def _check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
+def check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
+    """Raise a ``ValueError`` that says the fix unless ``x`` is ``(N, in_channels, H, W)``."""
     if x.dim() != 4:
         raise ValueError(
             f"{type(block).__name__} expects a batch of images (N, C, H, W); got a tensor with "
@@ -157,7 +158,7 @@ class Residual(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.in_channels)
+        check_input(self, x, self.in_channels)
         out = F.relu(self.bn1(self.conv1(x)))  # (N, C_out, H / s, W / s)
         out = self.bn2(self.conv2(out))  # (N, C_out, H / s, W / s)
         out = out + self.shortcut(x)  # shortcut: identity or 1x1 conv, same shape as out
@@ -227,7 +228,7 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.in_channels)
+        check_input(self, x, self.in_channels)
         out = F.relu(self.bn1(self.conv1(x)))  # (N, C_mid, ...): squeeze
         out = F.relu(self.bn2(self.conv2(out)))  # (N, C_mid, H / s, W / s)
         out = self.bn3(self.conv3(out))  # (N, 4 * C_mid, H / s, W / s): expand

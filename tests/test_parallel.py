@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from resnet_lessons import resnet18
-from resnet_lessons.parallel import (
+from resnet_lessons.experiments.parallel import (
     BN_SETTINGS,
     DEFAULT_TIMEOUT,
     AllReduceBatchNorm,

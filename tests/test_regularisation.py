@@ -10,8 +10,7 @@ from torch import nn
 
 from resnet_lessons import Residual, set_seed
 from resnet_lessons.data import FashionMNIST
-from resnet_lessons.recipes import FAST
-from resnet_lessons.regularisation import (
+from resnet_lessons.experiments.regularisation import (
     Comparison,
     Setting,
     activation_scales,
@@ -24,6 +23,7 @@ from resnet_lessons.regularisation import (
     scale_invariant_weights,
     train_steps,
 )
+from resnet_lessons.training.recipes import FAST
 
 
 @pytest.fixture

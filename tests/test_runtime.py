@@ -42,8 +42,7 @@ def test_import_has_no_side_effects():
 
 
 def test_device_name_says_the_cpu_kind():
-    from resnet_lessons.runtime import device_name
-    from resnet_lessons.speed import cpu_info
+    from resnet_lessons.training.speed import cpu_info, device_name
 
     assert device_name(torch.device("cpu")) == f"cpu ({cpu_info().kind})"
     assert device_name(torch.device("meta")) == "meta"

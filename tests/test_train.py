@@ -10,15 +10,12 @@ import torch
 from torch import nn
 
 from resnet_lessons import resnet18, set_seed
-from resnet_lessons.budget import Plan
 from resnet_lessons.data import load_fashion_mnist
-from resnet_lessons.train import (
+from resnet_lessons.training import (
     FAST,
     HISTORY_KEYS,
     LECTURE,
     Recipe,
-    _scheduler,
-    _share,
     evaluate,
     fit,
     get_recipe,
@@ -29,6 +26,9 @@ from resnet_lessons.train import (
     resolve_device,
     save_checkpoint,
 )
+from resnet_lessons.training.budget import Plan
+from resnet_lessons.training.distributed import share
+from resnet_lessons.training.recipes import make_scheduler
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +98,7 @@ def test_recipes_are_frozen():
 def learning_rates(recipe: Recipe, steps_per_epoch: int) -> list[float]:
     """The learning rate of every step of ``recipe``'s schedule."""
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=recipe.lr)
-    sched = _scheduler(opt, recipe, steps_per_epoch=steps_per_epoch)
+    sched = make_scheduler(opt, recipe, steps_per_epoch=steps_per_epoch)
     lrs = []
     for _ in range(recipe.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
@@ -127,7 +127,7 @@ def test_warmup_schedule_ramps_up_then_stays_constant():
 
 def test_one_cycle_schedule_survives_a_single_step():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = _scheduler(opt, dataclasses.replace(FAST, epochs=1), steps_per_epoch=1)
+    sched = make_scheduler(opt, dataclasses.replace(FAST, epochs=1), steps_per_epoch=1)
     opt.step()
     sched.step()
     assert math.isfinite(opt.param_groups[0]["lr"])
@@ -135,7 +135,7 @@ def test_one_cycle_schedule_survives_a_single_step():
 
 @pytest.mark.parametrize(("batch", "world"), [(256, 1), (256, 2), (7, 2), (10, 3), (5, 4)])
 def test_shares_cover_every_global_batch_once(batch, world):
-    parts = [_share(batch, rank, world) for rank in range(world)]
+    parts = [share(batch, rank, world) for rank in range(world)]
     covered = [i for part in parts for i in range(batch)[part]]
     assert covered == list(range(batch))
     sizes = [part.stop - part.start for part in parts]
@@ -390,7 +390,7 @@ def test_fit_follows_a_plan_to_the_step(tiny):
 def test_a_plans_one_cycle_ends_annealed():
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = _scheduler(opt, FAST, steps_per_epoch=4, total_steps=6)
+    sched = make_scheduler(opt, FAST, steps_per_epoch=4, total_steps=6)
     rates = []
     for _ in range(6):
         rates.append(opt.param_groups[0]["lr"])
@@ -620,9 +620,9 @@ def test_input_noise_changes_training_only(tiny):
 def test_the_budget_counts_the_validation_images_too(tiny, monkeypatch):
     """Every epoch evaluates the test images and, with a split, the validation images: the
     probe's estimate of an evaluation covers both (timed with a fake probe)."""
-    from resnet_lessons import probing
-    from resnet_lessons.budget import ProbeResult
-    from resnet_lessons.speed import Speedups
+    from resnet_lessons.training import budget as probing
+    from resnet_lessons.training.budget import ProbeResult
+    from resnet_lessons.training.speed import Speedups
 
     fake = ProbeResult(seconds_per_step=0.5, seconds_per_eval_batch=2.0, timed_steps=2, seconds=1)
     monkeypatch.setattr(probing, "probe", lambda step, eval_batch, limit: fake)

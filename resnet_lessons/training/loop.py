@@ -2,18 +2,19 @@
 
 :func:`fit` trains a model on a :class:`~resnet_lessons.data.FashionMNIST` and returns its
 history, one dict per epoch (``epoch, train_loss, train_acc, test_acc, seconds``), the
-numbers the lecture plots. It takes a recipe (:mod:`resnet_lessons.recipes`: ``LECTURE``,
-the lecture's settings exactly, or ``FAST``, the same ResNet-18 tuned for a laptop CPU;
-both re-exported here), optionally a time budget (:mod:`resnet_lessons.budget`, timed by
-:mod:`resnet_lessons.probing`), and computes on the device in the fastest exact way measured
-there (:mod:`resnet_lessons.speed`). Checkpoints live in :mod:`resnet_lessons.checkpoints`,
-:func:`predict` and :func:`evaluate` in :mod:`resnet_lessons.evaluation`. With a validation
+numbers the lecture plots. It takes a recipe (:mod:`~resnet_lessons.training.recipes`:
+``LECTURE``, the lecture's settings exactly, or ``FAST``, the same ResNet-18 tuned for a laptop
+CPU), optionally a time budget (:mod:`~resnet_lessons.training.budget`: the probe and the
+plan), and computes on the device in the fastest exact way measured there
+(:mod:`~resnet_lessons.training.speed`). Checkpoints live in
+:mod:`~resnet_lessons.training.checkpoints`, :func:`predict` and :func:`evaluate` in
+:mod:`~resnet_lessons.training.evaluation`. With a validation
 split (``data.split_validation(n)``) ``fit(patience=k)`` stops early.
 
 With ``torch.distributed`` initialised (``torchrun``; the set-up is in
-:mod:`resnet_lessons.parallel`), the model is wrapped in ``DistributedDataParallel``: every
-rank draws the same shuffled order, trains on its share of every global batch, and rank 0
-alone logs, evaluates and writes checkpoints.
+:mod:`~resnet_lessons.training.distributed`), the model is wrapped in
+``DistributedDataParallel``: every rank draws the same shuffled order, trains on its share of
+every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -32,41 +33,31 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_int
-from .budget import Plan, check_budget
-from .checkpoints import (  # noqa: F401 (re-exported: train is where students look)
+from .._checks import check_int
+from ..data import FashionMNIST, iterate_batches, prepare_batch
+from ..runtime import resolve_device
+from .budget import PROBE_FRACTION, Plan, check_budget, measure_speed, plan_run
+from .budget import steps_per_epoch as count_steps
+from .checkpoints import (
     CHECKPOINT_VERSION,
-    _check_resumable,
-    _rng_state,
-    _set_rng_state,
+    check_resumable,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
 )
-from .data import FashionMNIST, iterate_batches, prepare_batch
-from .evaluation import _autocast, evaluate, predict, synchronize  # noqa: F401 (re-exported)
-from .parallel import distributed
-from .parallel import share as _share
-from .probing import PROBE_MARGIN, _probe_and_plan, measure_speed  # noqa: F401 (re-exported)
-from .recipes import (  # noqa: F401 (re-exported)
-    FAST,
-    LECTURE,
-    RECIPES,
-    SCHEDULES,
-    Recipe,
-    _optimizer,
-    _scheduler,
-    _xavier_init,
-    get_recipe,
-)
-from .runtime import device_name, resolve_device  # noqa: F401 (re-exported)
-from .speed import Speedups, native_bf16, pick_speedups, use_small_map_convs
+from .distributed import distributed, share
+from .evaluation import autocast, evaluate
+from .recipes import Recipe, get_recipe, make_optimizer, make_scheduler, xavier_init
+from .speed import Speedups, device_name, native_bf16, pick_speedups, use_small_map_convs
 
 
 class History(list):
     """What :func:`fit` returns: a list with one dict per epoch, plus how the run was made.
 
-    ``plan`` is the :class:`~resnet_lessons.budget.Plan` of a run with a time budget (else
-    ``None``); ``speedups`` the :class:`~resnet_lessons.speed.Speedups` it computed with.
+    ``plan`` is the :class:`~resnet_lessons.training.budget.Plan` of a run with a time budget
+    (else ``None``); ``speedups`` the :class:`~resnet_lessons.training.speed.Speedups` it
+    computed with.
     With early stopping (``fit(patience=...)``), ``best_epoch`` is the epoch whose weights the
     model was given back (the best validation accuracy) and ``stopped_early`` says whether
     training stopped before its last epoch.
@@ -118,7 +109,7 @@ class _LivePlot:
     def update(self, history: History) -> None:
         from IPython.display import Image, display
 
-        from .plots import plot_history
+        from ..plots import plot_history  # matplotlib loads when a curve is drawn
 
         ref = self.reference or {}
         figure = plot_history(
@@ -182,11 +173,11 @@ def fit(
         on_epoch: called with each new history entry (on rank 0).
         budget: train for about this many seconds, all included: a probe (at most 5% of it)
             times this machine, then the run takes as many optimizer steps as fit (whole
-            epochs or a part of one; see :mod:`resnet_lessons.budget`), and the one-cycle
+            epochs or a part of one; see :mod:`resnet_lessons.training.budget`), and the one-cycle
             schedule spans exactly those steps. ``epochs`` is then ignored. The plan is
             printed, returned as ``history.plan`` and saved in the checkpoint, so a resumed
             run follows it.
-        plan: a ready :class:`~resnet_lessons.budget.Plan` to follow instead of probing.
+        plan: a ready :class:`~resnet_lessons.training.budget.Plan` to follow instead of probing.
         reference: a recorded run (the contents of a ``metrics.json`` written by
             ``python -m resnet_lessons train``; see :func:`resnet_lessons.plots.load_run`)
             drawn underneath the live curves from the start, before the first epoch ends.
@@ -204,7 +195,7 @@ def fit(
             budget's plan still counts a test per epoch, so such a run ends early, not late.
 
     How the numbers are computed is picked for the device (and said when ``progress``):
-    see :func:`resnet_lessons.speed.pick_speedups`. The network and its float32 weights are
+    see :func:`resnet_lessons.training.speed.pick_speedups`. The network and its float32 weights are
     the same whatever is picked.
 
     Returns:
@@ -239,7 +230,7 @@ def fit(
     if budget is not None:
         budget = check_budget(budget)
     if plan is not None and not isinstance(plan, Plan):
-        raise TypeError(f"plan must be a Plan from resnet_lessons.budget, got {plan!r}.")
+        raise TypeError(f"plan must be a Plan from resnet_lessons.training.budget, got {plan!r}.")
     rank, world = distributed()
     device = resolve_device(device)
     if world > 1 and device.type == "cuda" and device.index is None:
@@ -282,7 +273,7 @@ def fit(
 
 def prepare_model(model: nn.Module, recipe: Recipe, device: torch.device) -> Speedups:
     """Move ``model`` to ``device`` and set it up to compute the way that is fastest there
-    for ``recipe`` (:func:`~resnet_lessons.speed.pick_speedups`): NHWC memory layout,
+    for ``recipe`` (:func:`~resnet_lessons.training.speed.pick_speedups`): NHWC memory layout,
     small-map convolutions. The numbers it computes stay the same. Returns the choice."""
     speedups = pick_speedups(
         device,
@@ -321,10 +312,10 @@ def _fit(
     patience: int | None,
     test_each_epoch: bool,
 ) -> History:
-    optimizer = _optimizer(model, recipe)
+    optimizer = make_optimizer(model, recipe)
     best: dict[str, Any] | None = None  # early stopping: the best epoch so far and its weights
     n_train = len(data.train_labels)
-    steps_per_epoch = sum(1 for n in _batch_sizes(n_train, recipe.batch_size) if n >= 2 * world)
+    steps_per_epoch = count_steps(n_train, recipe.batch_size, world)
     if steps_per_epoch == 0:
         raise ValueError(f"{n_train} training images are too few for {world} processes.")
     history = History()
@@ -332,7 +323,7 @@ def _fit(
     state = None
     if resume:
         state = load_checkpoint(checkpoint)
-        _check_resumable(state, recipe, sizes, seed, checkpoint)
+        check_resumable(state, recipe, sizes, seed, checkpoint)
         if state.get("patience") != patience:
             raise ValueError(
                 f"cannot resume from {checkpoint}: it was trained with patience="
@@ -348,17 +339,7 @@ def _fit(
             )
     elif plan is None and budget is not None:
         plan = _probe_and_plan(
-            model,
-            data,
-            recipe,
-            device,
-            speedups,
-            budget,
-            steps_per_epoch,
-            checkpoint,
-            rank,
-            world,
-            started,
+            model, data, recipe, device, speedups, budget, checkpoint, rank, world, started
         )
     if plan is not None and plan.steps_per_epoch != steps_per_epoch:
         raise ValueError(
@@ -367,7 +348,7 @@ def _fit(
         )
     total_steps = plan.steps if plan is not None else recipe.epochs * steps_per_epoch
     num_epochs = math.ceil(total_steps / steps_per_epoch)
-    scheduler = _scheduler(optimizer, recipe, steps_per_epoch, total_steps)
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch, total_steps)
     history.plan, history.speedups = plan, speedups
     if rank == 0 and verbose:
         print(f"{recipe.name} recipe on {device_name(device)}: {speedups.describe()}", flush=True)
@@ -377,11 +358,11 @@ def _fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         history.extend(dict(entry) for entry in state["history"])
         best = state.get("best")
     elif recipe.xavier_init:
-        _xavier_init(model)
+        xavier_init(model)
 
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # the progress bar and the plot only on rank 0
@@ -475,7 +456,7 @@ def _fit(
                             "model": model.state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(),
-                            "rng": _rng_state(),
+                            "rng": rng_state(),
                             "history": list(history),
                             "plan": plan.to_dict() if plan is not None else None,
                             "speedups": speedups.describe(),
@@ -512,7 +493,7 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def _reference_curves(run: dict[str, Any] | None) -> dict[str, Any] | None:
     if run is None:
         return None
-    from .plots import run_label
+    from ..plots import run_label  # matplotlib loads when a curve is drawn
 
     if not isinstance(run, dict) or not isinstance(run.get("history"), list):
         raise TypeError(
@@ -526,10 +507,6 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
-
-
-def _batch_sizes(n: int, batch_size: int) -> list[int]:
-    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
 
 
 def _train_epoch(
@@ -564,7 +541,7 @@ def _train_epoch(
         if steps == max_steps:  # a time budget's last, partial epoch
             break
         steps += 1
-        part = _share(n, rank, world)
+        part = share(n, rank, world)
         x = prepare_batch(
             images[part], device, resize=recipe.resize, channels_last=speedups.channels_last
         )  # (n / world, 1, S, S)
@@ -575,7 +552,7 @@ def _train_epoch(
             noise = torch.randn(x.shape).to(device).contiguous(memory_format=_layout(x))
             x = x + recipe.noise * noise  # the images are normalised: std 1 before the noise
         y = labels[part].to(device, non_blocking=True)
-        with _autocast(device, speedups.bf16):
+        with autocast(device, speedups.bf16):
             scores = model(x)  # (n / world, 10)
         losses = F.cross_entropy(
             scores.float(), y, reduction="none", label_smoothing=recipe.label_smoothing
@@ -599,3 +576,39 @@ def _train_epoch(
         dist.all_reduce(totals)
     total_loss, total_correct, total_count = totals.tolist()
     return total_loss / total_count, total_correct / total_count
+
+
+def _probe_and_plan(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    device: torch.device,
+    speedups: Speedups,
+    budget: float,
+    checkpoint: str | os.PathLike | None,
+    rank: int,
+    world: int,
+    started: float,
+) -> Plan:
+    """Time a few steps and one test batch on a copy of ``model``; plan the budget (rank 0
+    probes, every rank follows its plan)."""
+    shared: list[Any] = [None]
+    if rank == 0:
+        limit = PROBE_FRACTION * budget - (time.perf_counter() - started)
+        per_step, per_eval = measure_speed(model, data, recipe, device, speedups, limit, world)
+        shared[0] = plan_run(
+            budget,
+            recipe,
+            len(data.train_labels),
+            seconds_per_step=per_step,
+            seconds_per_eval=per_eval,
+            probe_seconds=time.perf_counter() - started,
+            world=world,
+            checkpoint=checkpoint is not None,
+            device=device_name(device),
+        )
+    if world > 1:  # a Plan travels as plain data
+        shared[0] = shared[0].to_dict() if rank == 0 else None
+        dist.broadcast_object_list(shared, src=0)
+        return Plan.from_dict(shared[0])
+    return shared[0]

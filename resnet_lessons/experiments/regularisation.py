@@ -48,12 +48,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import check_int
-from .blocks import Bottleneck, Residual, check_batch_norm, norm_layer
-from .data import FashionMNIST
-from .depth import shuffled_batches
-from .network import check_dropout, resnet_block
-from .recipes import Recipe
+from .._checks import check_int
+from ..blocks import Bottleneck, Residual, check_batch_norm, norm_layer
+from ..data import FashionMNIST, shuffled_batches
+from ..network import check_dropout, resnet_block
+from ..training import Recipe, evaluate, fit
+from ..training.recipes import parameter_groups
 
 #: Optimisers :func:`train_steps` knows.
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -323,12 +323,7 @@ def _make_optimizer(
     name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
     """The optimiser, with ``weight_decay`` on conv and linear weights only (as the recipes)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-    ]
+    groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adam":  # L2: weight_decay * w is added to the gradient, then normalised
@@ -540,8 +535,6 @@ def compare_regularisers(
     same runs and rows, only the histories' ``test_acc`` curves are missing; with a small
     training set and a larger test set, much of a run's time was testing.
     """
-    from .train import evaluate, fit  # train imports much; keep this module light
-
     if not settings:
         raise ValueError("settings is empty; pass at least one Setting.")
     names = [s.name for s in settings]
@@ -614,7 +607,7 @@ def plot_comparison(comparison: Comparison, title: str = "") -> Any:
     """Two panels, one point per seed and the mean +- standard deviation per setting: test
     accuracy (left) and the train - test gap (right), with the first setting's mean as a
     dashed line to compare with. Returns the figure."""
-    from .plots import new_figure
+    from ..plots import new_figure  # matplotlib loads when a figure is drawn, not before
 
     fig, axes = new_figure(1, 2, figsize=(9, 3.2))
     names = comparison.settings

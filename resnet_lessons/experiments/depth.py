@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import check_int
-from .blocks import Residual
-from .network import resnet_block
+from .._checks import check_int
+from ..blocks import Residual
+from ..data import shuffled_batches
+from ..network import resnet_block
 
 #: Channels of the three stages of He et al.'s CIFAR network at ``width=16``.
 STAGE_WIDTHS = (1, 2, 4)  # times ``width``: 16, 32, 64
@@ -337,21 +338,6 @@ def train_classifier(
         optimizer.step()
         losses.append(loss.item())
     return losses
-
-
-def shuffled_batches(
-    n: int, batch_size: int, steps: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """``steps`` batches of ``batch_size`` indices into ``n`` items, each ``(batch_size,)``:
-    a shuffled pass, then a new shuffle when fewer than ``batch_size`` items are left."""
-    order = torch.randperm(n, generator=generator)
-    position = 0
-    for _ in range(steps):
-        if position + batch_size > len(order):  # next epoch: a new shuffle
-            order = torch.randperm(n, generator=generator)
-            position = 0
-        yield order[position : position + batch_size]
-        position += batch_size
 
 
 @torch.no_grad()

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from ._checks import check_int
-from .data import MEAN, STD
-from .network import ResNet, resnet18
-from .plots import image_grid
+from .._checks import check_int
+from ..data import MEAN, STD
+from ..network import ResNet, resnet18
+from ..plots import image_grid
 
 #: The value of a black pixel after :func:`~resnet_lessons.data.prepare_batch` normalises
 #: it; :func:`rotate` fills the corners that turn into the picture with it.

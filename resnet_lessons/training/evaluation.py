@@ -12,13 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_int
-from .data import prepare_batch
-from .runtime import resolve_device
+from .._checks import check_int
+from ..data import prepare_batch
+from ..runtime import resolve_device
 from .speed import native_bf16
 
 
-def _autocast(device: torch.device, bf16: bool):
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """bfloat16 autocast on ``device`` when ``bf16`` is asked for and native there; else off."""
     enabled = bf16 and native_bf16(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -49,7 +50,7 @@ def predict(
                 resize=resize,
                 channels_last=channels_last,
             )
-            with _autocast(device, bf16):
+            with autocast(device, bf16):
                 out.append(model(x).float().cpu())
     finally:
         model.train(was_training)
