@@ -99,6 +99,21 @@ def _check_stage(
             h.remove()
     if not isinstance(out, torch.Tensor):
         return failure(name, "wrong_return", f"{call} returned {type(out).__name__} on a batch.")
+    return _stage_shape_mistake(call, c_in, c_out, first_block, size, blocks, shapes, out)
+
+
+def _stage_shape_mistake(
+    call: str,
+    c_in: int,
+    c_out: int,
+    first_block: bool,
+    size: int,
+    blocks: list[nn.Module],
+    shapes: list[tuple[int, ...]],
+    out: torch.Tensor,
+) -> Feedback | None:
+    """What the stage's output shape, and the shapes its blocks gave, say went wrong."""
+    name = "resnet_block"
     h = size if first_block else math.ceil(size / 2)
     want = (2, c_out, h, h)
     sizes = [size] + [s[2] for s in shapes if len(s) == 4]
@@ -138,6 +153,6 @@ def _check_stage(
         return failure(
             name,
             "wrong_shape",
-            f"{call} on {tuple(x.shape)} gives {tuple(out.shape)}; it should give {want}.",
+            f"{call} on {(2, c_in, size, size)} gives {tuple(out.shape)}; it should give {want}.",
         )
     return None

@@ -341,7 +341,19 @@ def _check_one(
         shortcut=shortcut[0] if shortcut else None,
         norms=[n for n, _ in trace.norms],
     )
-    convs, sc, norms = parts.modules(block)
+    wrong = _compare_outputs(spec, cfg, call, x, out, parts.modules(block))
+    if wrong is not None:
+        return wrong
+    return _check_training_mode(spec, cfg, call, x, block, parts)
+
+
+def _compare_outputs(
+    spec: BlockSpec, cfg: Config, call: str, x: torch.Tensor, out: torch.Tensor, modules: tuple
+) -> Feedback | None:
+    """In evaluation mode: the block's output against the correct wirings of its own layers,
+    then against the known mistakes; ``None`` when it is right."""
+    name = spec.exercise
+    convs, sc, norms = modules
     with torch.no_grad():
         candidates = [wiring(x, convs, sc, norms, cfg) for wiring in spec.correct]
         if not any(_close(out, c) for c in candidates):
@@ -366,7 +378,15 @@ def _check_one(
                     else ""
                 ),
             )
-    # Training mode: batch norm normalises with the batch's statistics.
+    return None
+
+
+def _check_training_mode(
+    spec: BlockSpec, cfg: Config, call: str, x: torch.Tensor, block: nn.Module, parts: _Parts
+) -> Feedback | None:
+    """In training mode batch norm normalises with the batch's statistics: the block must
+    follow its mode. ``None`` when it does."""
+    name = spec.exercise
     mine, reference = copy.deepcopy(block).train(), copy.deepcopy(block).train()
     try:
         with torch.no_grad():

@@ -20,8 +20,10 @@ from ..runtime import resolve_device
 from .budget import PROBE_MARGIN, Plan, measure_speed, plan_run
 from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .evaluation import evaluate, predict, synchronize
-from .loop import HISTORY_KEYS, History, fit, in_notebook, prepare_model
+from .live import in_notebook
+from .loop import HISTORY_KEYS, History, fit, prepare_model
 from .recipes import FAST, LECTURE, RECIPES, SCHEDULES, Recipe, get_recipe
+from .settings import RunSettings
 from .speed import (
     Speedups,
     cpu_info,
@@ -42,6 +44,7 @@ __all__ = [
     "History",
     "Plan",
     "Recipe",
+    "RunSettings",
     "Speedups",
     "cpu_info",
     "device_name",

@@ -20,10 +20,8 @@ every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,10 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_int
 from ..data import FashionMNIST, iterate_batches, prepare_batch
-from ..runtime import resolve_device
-from .budget import PROBE_FRACTION, Plan, check_budget, measure_speed, plan_run
+from .budget import PROBE_FRACTION, Plan, measure_speed, plan_run
 from .budget import steps_per_epoch as count_steps
 from .checkpoints import (
     CHECKPOINT_VERSION,
@@ -46,9 +42,11 @@ from .checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from .distributed import distributed, share
+from .distributed import share
 from .evaluation import autocast, evaluate
+from .live import LivePlot, in_notebook, progress_bar, reference_curves
 from .recipes import Recipe, get_recipe, make_optimizer, make_scheduler, xavier_init
+from .settings import RunSettings, check_settings
 from .speed import Speedups, device_name, native_bf16, pick_speedups, use_small_map_convs
 
 
@@ -74,57 +72,7 @@ class History(list):
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
 
 
-# --------------------------------------------------------------------------- notebooks
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, classic Notebook, VS Code, Colab).
-
-    False in a terminal, in plain IPython and under pytest (no kernel there).
-    """
-    if "IPython" not in sys.modules:  # a notebook kernel always has IPython imported
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return False
-    shell = get_ipython()
-    if shell is None:
-        return False
-    names = {cls.__name__ for cls in type(shell).__mro__}
-    return "ZMQInteractiveShell" in names or "IPKernelApp" in getattr(shell, "config", {})
-
-
 # --------------------------------------------------------------------------- training
-
-
-class _LivePlot:
-    """The lecture's training curves in a notebook output, redrawn after every epoch."""
-
-    def __init__(self, num_epochs: float, reference: dict[str, Any] | None = None) -> None:
-        self.num_epochs = num_epochs  # fixed x range: the axes do not jump while training
-        self.reference = reference  # {"history": [...], "label": "..."} drawn underneath
-        self.handle = None
-
-    def update(self, history: History) -> None:
-        from IPython.display import Image, display
-
-        from ..plots import plot_history  # matplotlib loads when a curve is drawn
-
-        ref = self.reference or {}
-        figure = plot_history(
-            history,
-            num_epochs=self.num_epochs,
-            reference=ref.get("history"),
-            reference_label=ref.get("label", "reference run"),
-        )
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        image = Image(data=buffer.getvalue(), format="png")
-        if self.handle is None:
-            self.handle = display(image, display_id=True)
-        else:
-            self.handle.update(image)
 
 
 def fit(
@@ -209,62 +157,26 @@ def fit(
     recipe = get_recipe(recipe)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "resize": resize}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-    if not isinstance(data, FashionMNIST):
-        raise TypeError(
-            f"data must be a FashionMNIST from load_fashion_mnist(), got {type(data).__name__}."
-        )
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=<file> to resume from.")
-    check_int("seed", seed, 0)
-    if patience is not None:
-        check_int("patience", patience, 1)
-        if data.val_images is None:
-            raise ValueError(
-                f"patience={patience} (early stopping) needs a validation split to watch, and "
-                "this data has none. Fix: data = data.split_validation(n), e.g. n = a fifth of "
-                f"the {len(data.train_labels)} training images; the test set must not decide "
-                "when to stop."
-            )
-    if not isinstance(test_each_epoch, bool):
-        raise TypeError(f"test_each_epoch must be True or False, got {test_each_epoch!r}.")
-    if budget is not None:
-        budget = check_budget(budget)
-    if plan is not None and not isinstance(plan, Plan):
-        raise TypeError(f"plan must be a Plan from resnet_lessons.training.budget, got {plan!r}.")
-    rank, world = distributed()
-    device = resolve_device(device)
-    if world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    if recipe.batch_size < 2 * world:
-        raise ValueError(
-            f"batch_size={recipe.batch_size} leaves fewer than 2 images per process for "
-            f"{world} processes (BN needs 2); use batch_size >= {2 * world}."
-        )
-
-    started = time.perf_counter()
-    speedups = prepare_model(model, recipe, device)
+    settings = RunSettings(
+        seed=seed,
+        checkpoint=checkpoint,
+        resume=resume,
+        progress=progress,
+        plot=plot,
+        on_epoch=on_epoch,
+        budget=budget,
+        plan=plan,
+        reference=reference,
+        verbose=progress if verbose is None else verbose,
+        patience=patience,
+        test_each_epoch=test_each_epoch,
+    )
+    settings = check_settings(settings, data, recipe, device)
+    started = time.perf_counter()  # a budget counts from here, preparing the model included
+    speedups = prepare_model(model, recipe, settings.device)
     try:
         return _fit(
-            model,
-            data,
-            recipe,
-            device=device,
-            speedups=speedups,
-            seed=seed,
-            checkpoint=checkpoint,
-            resume=resume,
-            progress=progress,
-            plot=plot,
-            on_epoch=on_epoch,
-            budget=budget,
-            plan=plan,
-            rank=rank,
-            world=world,
-            started=started,
-            reference=reference,
-            verbose=progress if verbose is None else verbose,
-            patience=patience,
-            test_each_epoch=test_each_epoch,
+            model, data, recipe, dataclasses.replace(settings, speedups=speedups, started=started)
         )
     finally:
         if speedups.small_maps:  # hand the model back as it came: plain nn.Conv2d layers
@@ -289,71 +201,94 @@ def prepare_model(model: nn.Module, recipe: Recipe, device: torch.device) -> Spe
     return speedups
 
 
-def _fit(
-    model: nn.Module,
-    data: FashionMNIST,
-    recipe: Recipe,
-    *,
-    device: torch.device,
-    speedups: Speedups,
-    seed: int,
-    checkpoint: str | os.PathLike | None,
-    resume: bool,
-    progress: bool,
-    plot: bool | None,
-    on_epoch: Callable[[dict[str, float]], None] | None,
-    budget: float | None,
-    plan: Plan | None,
-    rank: int,
-    world: int,
-    started: float,
-    reference: dict[str, Any] | None,
-    verbose: bool,
-    patience: int | None,
-    test_each_epoch: bool,
-) -> History:
+@dataclasses.dataclass
+class _Run:
+    """What one run of :func:`fit` builds and changes while it trains."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    history: History
+    steps_per_epoch: int
+    total_steps: int
+    plan: Plan | None
+    best: dict[str, Any] | None  # early stopping: the best epoch so far and its weights
+    sizes: dict[str, int]
+
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+
+def _fit(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSettings) -> History:
+    run = _start(model, data, recipe, settings)
+    history = run.history
+    world = settings.world
+    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    live = _live_plot(settings, run)
+    bar = progress_bar(settings, recipe, run.total_steps, len(history) * run.steps_per_epoch)
+    try:
+        last = run.num_epochs
+        if run.best is not None and len(history) - run.best["epoch"] >= settings.patience:
+            last = len(history)  # resumed after early stopping: nothing left to train
+            history.stopped_early = last < run.num_epochs
+        for epoch in range(len(history) + 1, last + 1):
+            start = time.perf_counter()
+            steps = min(run.steps_per_epoch, run.total_steps - (epoch - 1) * run.steps_per_epoch)
+            loss, acc = _train_epoch(trained, data, recipe, settings, run, epoch, bar, steps)
+            entry, stop = _end_epoch(model, data, recipe, settings, run, epoch, steps, last)
+            entry.update(train_loss=loss, train_acc=acc)
+            entry["seconds"] = time.perf_counter() - start
+            history.append(entry)
+            bar.set_postfix(loss=f"{loss:.3f}", train=f"{acc:.3f}", test=f"{entry['test_acc']:.3f}")
+            if settings.rank == 0:
+                _after_epoch(model, recipe, settings, run, entry, live)
+            if world > 1:
+                dist.barrier()  # the others wait for rank 0's evaluation and checkpoint
+            if stop:
+                history.stopped_early = epoch < run.num_epochs
+                break
+    finally:
+        bar.close()
+    if run.best is not None:  # early stopping: give the model its best epoch's weights back
+        model.load_state_dict(run.best["model"])
+        history.best_epoch = run.best["epoch"]
+    if world > 1:
+        shared = [list(history)]
+        dist.broadcast_object_list(shared, src=0)
+        history[:] = shared[0]
+    return history
+
+
+def _start(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSettings) -> _Run:
+    """The optimizer, the plan and the schedule of a run; a resumed run gets back its weights,
+    optimizer, schedule, random state and history, a fresh one the recipe's initialisation."""
     optimizer = make_optimizer(model, recipe)
-    best: dict[str, Any] | None = None  # early stopping: the best epoch so far and its weights
     n_train = len(data.train_labels)
-    steps_per_epoch = count_steps(n_train, recipe.batch_size, world)
+    steps_per_epoch = count_steps(n_train, recipe.batch_size, settings.world)
     if steps_per_epoch == 0:
-        raise ValueError(f"{n_train} training images are too few for {world} processes.")
-    history = History()
+        raise ValueError(f"{n_train} training images are too few for {settings.world} processes.")
     sizes = {"train": n_train, "test": len(data.test_labels)}
-    state = None
-    if resume:
-        state = load_checkpoint(checkpoint)
-        check_resumable(state, recipe, sizes, seed, checkpoint)
-        if state.get("patience") != patience:
-            raise ValueError(
-                f"cannot resume from {checkpoint}: it was trained with patience="
-                f"{state.get('patience')}, not {patience}. Use the same patience, or start a "
-                "fresh run."
-            )
-        if state.get("plan") is not None:  # follow the plan the run was started with
-            plan = Plan.from_dict(state["plan"])
-        elif budget is not None or plan is not None:
-            raise ValueError(
-                f"cannot resume from {checkpoint} with a time budget: it was started without "
-                "one. Resume without the budget, or start a fresh run."
-            )
-    elif plan is None and budget is not None:
-        plan = _probe_and_plan(
-            model, data, recipe, device, speedups, budget, checkpoint, rank, world, started
-        )
+    state = _resumed_state(recipe, settings, sizes) if settings.resume else None
+    plan = settings.plan
+    if state is not None and state.get("plan") is not None:  # follow the plan it started with
+        plan = Plan.from_dict(state["plan"])
+    elif state is None and plan is None and settings.budget is not None:
+        plan = _probe_and_plan(model, data, recipe, settings)
     if plan is not None and plan.steps_per_epoch != steps_per_epoch:
         raise ValueError(
             f"the plan counts {plan.steps_per_epoch} steps per epoch but this data and batch "
             f"size give {steps_per_epoch}; make a new plan."
         )
     total_steps = plan.steps if plan is not None else recipe.epochs * steps_per_epoch
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch, total_steps)
-    history.plan, history.speedups = plan, speedups
-    if rank == 0 and verbose:
-        print(f"{recipe.name} recipe on {device_name(device)}: {speedups.describe()}", flush=True)
+    history = History()
+    history.plan, history.speedups = plan, settings.speedups
+    if settings.rank == 0 and settings.verbose:
+        where = device_name(settings.device)
+        print(f"{recipe.name} recipe on {where}: {settings.speedups.describe()}", flush=True)
         if plan is not None:
             print(plan.describe(), flush=True)
+    best = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -363,144 +298,122 @@ def _fit(
         best = state.get("best")
     elif recipe.xavier_init:
         xavier_init(model)
+    return _Run(optimizer, scheduler, history, steps_per_epoch, total_steps, plan, best, sizes)
 
-    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    # the progress bar and the plot only on rank 0
-    show = progress and rank == 0
-    draw = in_notebook() if plot is None else plot
-    live = None
-    if rank == 0 and draw:
-        live = _LivePlot(total_steps / steps_per_epoch, _reference_curves(reference))
-        if history or reference is not None:  # the reference shows before the first epoch
-            live.update(history)
-    from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=total_steps,
-        initial=min(total_steps, len(history) * steps_per_epoch),
-        disable=not show,
-        desc=f"{recipe.name}",
-        unit="batch",
-        dynamic_ncols=True,
-        leave=True,
-        # At most one update a second: in a notebook each update is a widget message, and
-        # thousands of them over a few minutes overflow the kernel's output queue (nbval
-        # then loses the end-of-cell message and fails the cell).
-        mininterval=1.0,
-    )
-    try:
-        last = num_epochs
-        if best is not None and len(history) - best["epoch"] >= patience:
-            last = len(history)  # resumed after early stopping: nothing left to train
-            history.stopped_early = last < num_epochs
-        for epoch in range(len(history) + 1, last + 1):
-            start = time.perf_counter()
-            steps = min(steps_per_epoch, total_steps - (epoch - 1) * steps_per_epoch)
-            loss, acc = _train_epoch(
-                trained,
-                data,
-                recipe,
-                device,
-                speedups,
-                epoch,
-                seed,
-                optimizer,
-                scheduler,
-                rank,
-                world,
-                bar,
-                steps,
-            )
-            test_acc = val_acc = float("nan")
-            kwargs = {
-                "device": device,
-                "resize": recipe.resize,
-                "batch_size": recipe.eval_batch_size,
-                "channels_last": speedups.channels_last,
-                "bf16": speedups.bf16,
-            }
-            if rank == 0 and data.val_images is not None:
-                val_acc = evaluate(model, data.val_images, data.val_labels, **kwargs)
-            stop = False
-            if patience is not None:
-                # rank 0 evaluated; every rank keeps the same best weights (DDP keeps them equal)
-                decision = [best is None or val_acc > best["val_acc"]]
-                if world > 1:
-                    dist.broadcast_object_list(decision, src=0)
-                if decision[0]:
-                    best = {"epoch": epoch, "val_acc": val_acc, "model": _copy_state(model)}
-                stop = epoch - best["epoch"] >= patience
-            if rank == 0 and (test_each_epoch or stop or epoch == last):
-                test_acc = evaluate(model, data.test_images, data.test_labels, **kwargs)
-            done = epoch - 1 + steps / steps_per_epoch  # a fraction for a partial last epoch
-            entry = {
-                "epoch": epoch if steps == steps_per_epoch else round(done, 2),
-                "train_loss": loss,
-                "train_acc": acc,
-                "test_acc": test_acc,
-            }
-            if data.val_images is not None:
-                entry["val_acc"] = val_acc
-            entry["seconds"] = time.perf_counter() - start
-            history.append(entry)
-            bar.set_postfix(loss=f"{loss:.3f}", train=f"{acc:.3f}", test=f"{test_acc:.3f}")
-            if rank == 0:
-                if checkpoint is not None:
-                    save_checkpoint(
-                        checkpoint,
-                        {
-                            "version": CHECKPOINT_VERSION,
-                            "recipe": dataclasses.asdict(recipe),
-                            "sizes": sizes,
-                            "seed": seed,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "rng": rng_state(),
-                            "history": list(history),
-                            "plan": plan.to_dict() if plan is not None else None,
-                            "speedups": speedups.describe(),
-                            "patience": patience,
-                            "best": best,
-                        },
-                    )
-                if live is not None:
-                    live.update(history)
-                if on_epoch is not None:
-                    on_epoch(entry)
-            if world > 1:
-                dist.barrier()  # the others wait for rank 0's evaluation and checkpoint
-            if stop:
-                history.stopped_early = epoch < num_epochs
-                break
-    finally:
-        bar.close()
-    if best is not None:  # early stopping: give the model its best epoch's weights back
-        model.load_state_dict(best["model"])
-        history.best_epoch = best["epoch"]
-    if world > 1:
-        shared = [list(history)]
-        dist.broadcast_object_list(shared, src=0)
-        history[:] = shared[0]
-    return history
+def _resumed_state(recipe: Recipe, settings: RunSettings, sizes: dict[str, int]) -> dict:
+    """The checkpoint to resume from, checked against this run's settings."""
+    checkpoint, patience = settings.checkpoint, settings.patience
+    state = load_checkpoint(checkpoint)
+    check_resumable(state, recipe, sizes, settings.seed, checkpoint)
+    if state.get("patience") != patience:
+        raise ValueError(
+            f"cannot resume from {checkpoint}: it was trained with patience="
+            f"{state.get('patience')}, not {patience}. Use the same patience, or start a "
+            "fresh run."
+        )
+    if state.get("plan") is None and (settings.budget is not None or settings.plan is not None):
+        raise ValueError(
+            f"cannot resume from {checkpoint} with a time budget: it was started without "
+            "one. Resume without the budget, or start a fresh run."
+        )
+    return state
+
+
+def _live_plot(settings: RunSettings, run: _Run) -> LivePlot | None:
+    """The live curves on rank 0, drawn already when there is a history or a reference."""
+    draw = in_notebook() if settings.plot is None else settings.plot
+    if settings.rank != 0 or not draw:
+        return None
+    live = LivePlot(run.total_steps / run.steps_per_epoch, reference_curves(settings.reference))
+    if run.history or settings.reference is not None:  # the reference shows before epoch 1
+        live.update(run.history)
+    return live
+
+
+def _end_epoch(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    settings: RunSettings,
+    run: _Run,
+    epoch: int,
+    steps: int,
+    last: int,
+) -> tuple[dict[str, float], bool]:
+    """Validate and test after an epoch (on rank 0), decide about early stopping; returns
+    the epoch's history entry (without its training numbers) and whether to stop."""
+    test_acc = val_acc = float("nan")
+    kwargs = {
+        "device": settings.device,
+        "resize": recipe.resize,
+        "batch_size": recipe.eval_batch_size,
+        "channels_last": settings.speedups.channels_last,
+        "bf16": settings.speedups.bf16,
+    }
+    rank, patience = settings.rank, settings.patience
+    if rank == 0 and data.val_images is not None:
+        val_acc = evaluate(model, data.val_images, data.val_labels, **kwargs)
+    stop = False
+    if patience is not None:
+        # rank 0 evaluated; every rank keeps the same best weights (DDP keeps them equal)
+        decision = [run.best is None or val_acc > run.best["val_acc"]]
+        if settings.world > 1:
+            dist.broadcast_object_list(decision, src=0)
+        if decision[0]:
+            run.best = {"epoch": epoch, "val_acc": val_acc, "model": _copy_state(model)}
+        stop = epoch - run.best["epoch"] >= patience
+    if rank == 0 and (settings.test_each_epoch or stop or epoch == last):
+        test_acc = evaluate(model, data.test_images, data.test_labels, **kwargs)
+    done = epoch - 1 + steps / run.steps_per_epoch  # a fraction for a partial last epoch
+    entry = {
+        "epoch": epoch if steps == run.steps_per_epoch else round(done, 2),
+        "train_loss": float("nan"),
+        "train_acc": float("nan"),
+        "test_acc": test_acc,
+    }
+    if data.val_images is not None:
+        entry["val_acc"] = val_acc
+    return entry, stop
+
+
+def _after_epoch(
+    model: nn.Module,
+    recipe: Recipe,
+    settings: RunSettings,
+    run: _Run,
+    entry: dict[str, float],
+    live: LivePlot | None,
+) -> None:
+    """On rank 0: write the checkpoint, redraw the curves, call ``on_epoch``."""
+    if settings.checkpoint is not None:
+        save_checkpoint(
+            settings.checkpoint,
+            {
+                "version": CHECKPOINT_VERSION,
+                "recipe": dataclasses.asdict(recipe),
+                "sizes": run.sizes,
+                "seed": settings.seed,
+                "model": model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "rng": rng_state(),
+                "history": list(run.history),
+                "plan": run.plan.to_dict() if run.plan is not None else None,
+                "speedups": settings.speedups.describe(),
+                "patience": settings.patience,
+                "best": run.best,
+            },
+        )
+    if live is not None:
+        live.update(run.history)
+    if settings.on_epoch is not None:
+        settings.on_epoch(entry)
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of ``model``'s weights and buffers, on the CPU (the device keeps training)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _reference_curves(run: dict[str, Any] | None) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    from ..plots import run_label  # matplotlib loads when a curve is drawn
-
-    if not isinstance(run, dict) or not isinstance(run.get("history"), list):
-        raise TypeError(
-            "reference must be a recorded run: the dict in a metrics.json written by "
-            "`python -m resnet_lessons train` (load it with resnet_lessons.plots.load_run)."
-        )
-    return {"history": run["history"], "label": run_label(run)}
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -513,21 +426,19 @@ def _train_epoch(
     model: nn.Module,
     data: FashionMNIST,
     recipe: Recipe,
-    device: torch.device,
-    speedups: Speedups,
+    settings: RunSettings,
+    run: _Run,
     epoch: int,
-    seed: int,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    rank: int,
-    world: int,
     bar: Any,
     max_steps: int,
 ) -> tuple[float, float]:
     """One pass over the training images (or its first ``max_steps`` batches); returns
     (mean loss, accuracy) over all ranks."""
+    device, speedups = settings.device, settings.speedups
+    rank, world = settings.rank, settings.world
+    optimizer, scheduler = run.optimizer, run.scheduler
     model.train()
-    generator = torch.Generator().manual_seed(seed * 1000 + epoch)  # same order on every rank
+    generator = torch.Generator().manual_seed(settings.seed * 1000 + epoch)  # same on every rank
     batches = iterate_batches(
         data.train_images, data.train_labels, recipe.batch_size, shuffle=True, generator=generator
     )
@@ -579,22 +490,15 @@ def _train_epoch(
 
 
 def _probe_and_plan(
-    model: nn.Module,
-    data: FashionMNIST,
-    recipe: Recipe,
-    device: torch.device,
-    speedups: Speedups,
-    budget: float,
-    checkpoint: str | os.PathLike | None,
-    rank: int,
-    world: int,
-    started: float,
+    model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSettings
 ) -> Plan:
     """Time a few steps and one test batch on a copy of ``model``; plan the budget (rank 0
     probes, every rank follows its plan)."""
     shared: list[Any] = [None]
-    if rank == 0:
+    budget, started, world = settings.budget, settings.started, settings.world
+    if settings.rank == 0:
         limit = PROBE_FRACTION * budget - (time.perf_counter() - started)
+        device, speedups = settings.device, settings.speedups
         per_step, per_eval = measure_speed(model, data, recipe, device, speedups, limit, world)
         shared[0] = plan_run(
             budget,
@@ -604,11 +508,11 @@ def _probe_and_plan(
             seconds_per_eval=per_eval,
             probe_seconds=time.perf_counter() - started,
             world=world,
-            checkpoint=checkpoint is not None,
+            checkpoint=settings.checkpoint is not None,
             device=device_name(device),
         )
     if world > 1:  # a Plan travels as plain data
-        shared[0] = shared[0].to_dict() if rank == 0 else None
+        shared[0] = shared[0].to_dict() if settings.rank == 0 else None
         dist.broadcast_object_list(shared, src=0)
         return Plan.from_dict(shared[0])
     return shared[0]

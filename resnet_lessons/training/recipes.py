@@ -148,9 +148,7 @@ def make_scheduler(
     end = 1 / 25e3
 
     if recipe.schedule == "warmup":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_factor(step, warmup)
-        )
+        return warmup_schedule(optimizer, warmup)
 
     def one_cycle(step: int) -> float:
         if step < warmup:
@@ -159,6 +157,16 @@ def make_scheduler(
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate times :func:`warmup_factor`: a linear warm-up over ``warmup_steps``
+    steps, then constant."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_factor(step, warmup_steps)
+    )
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
