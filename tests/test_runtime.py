@@ -28,6 +28,7 @@ def test_default_device_is_usable():
     assert torch.zeros(1, device=device).device.type == device.type
 
 
+@pytest.mark.slow
 def test_import_has_no_side_effects():
     code = (
         "import torch, random, matplotlib\n"

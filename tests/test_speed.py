@@ -106,6 +106,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_the_strided_1x1_conv_that_crashed_pytorch_on_one_thread_runs():
     """Without the slicing, this float32 channels_last loop crashed PyTorch 2.14.1 on a
     2-core AVX2 CPU within its 300 steps (heap corruption in the strided 1x1 kernel's
