@@ -10,7 +10,7 @@ PY     := $(BIN)/python
 # its 15 slowest tests (--durations=15).
 PYTEST_ARGS ?=
 
-.PHONY: lab test lint figures clean
+.PHONY: lab test test-fast lint figures clean
 
 # Trusting the course's own notebooks lets JupyterLab draw their saved widgets
 # (the sliders of notebook 02) before any cell has run.
@@ -26,6 +26,15 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout=900 --durations=15 tests notebooks $(PYTEST_ARGS)
+
+# The quick loop while changing code: ruff and the unit tests that neither train with fit,
+# nor spawn a process, nor start a browser (those are marked slow; tests/conftest.py fails
+# an unmarked test that does), without the notebooks. `make test` still runs everything.
+test-fast: export OMP_WAIT_POLICY ?= PASSIVE
+test-fast: export RESNET_LESSONS_QUICK = 1
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(PY) -m pytest -m "not slow" --durations=5 tests $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

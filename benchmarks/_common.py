@@ -26,7 +26,7 @@ def machine() -> dict[str, object]:
     """What the numbers depend on: CPU, cores, threads, versions, load, time."""
     import torchvision
 
-    from resnet_lessons.speed import cpu_info
+    from resnet_lessons.training.speed import cpu_info
 
     info = cpu_info()
 

@@ -10,7 +10,7 @@ preparation, forward, backward, update), 28x28 images:
 * ``NCHW fp32``: PyTorch's defaults, what a student's own loop does;
 * ``NHWC fp32``: channels_last, what the fast recipe ran on CPUs without native bf16 before
   the small-map path (the baseline of issue 7);
-* ``NHWC + small maps``: channels_last and :class:`resnet_lessons.speed.SmallMapConv2d`
+* ``NHWC + small maps``: channels_last and :class:`resnet_lessons.training.speed.SmallMapConv2d`
   (maps smaller than the kernel as one matrix product): what ``fit`` picks there now;
 * ``NHWC + bf16``: channels_last and bf16 autocast, measured only where bf16 is native;
 * ``torch.compile`` (``--compile``): the NHWC model compiled by inductor, with its compile
@@ -40,7 +40,7 @@ from _common import load_average, machine, table, write_results  # noqa: E402
 
 from resnet_lessons import count_flops, resnet18  # noqa: E402
 from resnet_lessons.data import load_fashion_mnist, prepare_batch  # noqa: E402
-from resnet_lessons.speed import cpu_info, native_bf16, use_small_map_convs  # noqa: E402
+from resnet_lessons.training.speed import cpu_info, native_bf16, use_small_map_convs  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -1,11 +1,19 @@
 """resnet_lessons: the code shared by the ResNet lecture notebooks.
 
+Three parts, as the course has them: the lecture's modules here at the top (blocks, network,
+shapes, widgets, data, figures), the trainer in :mod:`resnet_lessons.training`, and the
+students' questions (notebooks 06-09) in :mod:`resnet_lessons.experiments`; the exercises'
+checkers are in :mod:`resnet_lessons.exercises`.
+
 Nothing runs on import: no seeding, no device choice, no printing. Call
-:func:`set_seed` and :func:`default_device` yourself.
+:func:`set_seed` and :func:`default_device` yourself. Importing this package loads neither
+matplotlib nor the experiments: the experiments' networks named here (``thin_resnet``,
+``residual_mlp``, ...) are loaded the first time they are used.
 """
 
+import importlib
+
 from .blocks import Bottleneck, Residual
-from .depth import PlainBlock, ThinResNet, thin_resnet
 from .network import (
     ResNet,
     from_torchvision,
@@ -18,7 +26,6 @@ from .network import (
     stem,
 )
 from .preactivation import PreActResidual
-from .regression import ResidualMLP, residual_mlp, resnet18_regressor
 from .runtime import default_device, set_seed
 from .shapes import (
     LayerShape,
@@ -71,3 +78,22 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+#: Names of the experiments' networks offered here, and the module that holds each.
+_FROM_EXPERIMENTS = {
+    "PlainBlock": "depth",
+    "ThinResNet": "depth",
+    "thin_resnet": "depth",
+    "ResidualMLP": "regression",
+    "residual_mlp": "regression",
+    "resnet18_regressor": "regression",
+}
+
+
+def __getattr__(name: str) -> object:
+    """``resnet_lessons.thin_resnet`` and the other experiments' networks, imported on first
+    use (PEP 562), so that ``import resnet_lessons`` stays light."""
+    if name in _FROM_EXPERIMENTS:
+        module = importlib.import_module(f".experiments.{_FROM_EXPERIMENTS[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

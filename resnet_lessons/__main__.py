@@ -25,10 +25,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-#: ``--dist-timeout``'s default: resnet_lessons.parallel.DEFAULT_TIMEOUT (not imported here:
-#: ``--help`` stays fast without torch).
+#: ``--dist-timeout``'s default: resnet_lessons.training.distributed.DEFAULT_TIMEOUT (not
+#: imported here: ``--help`` stays fast without torch).
 DIST_TIMEOUT = 600.0
 
 #: Files ``train`` writes in ``--out``.
@@ -115,6 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar (one line per epoch)"
     )
+    _add_parallel_arguments(train)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this machine: versions, CPU features, data, expected training times",
+        description="Check Python and the packages, the CPU (AVX2, AVX-512, BF16, AMX, NEON) "
+        "and any GPU, where Fashion-MNIST is, whether JupyterLab draws the widgets; then time "
+        "a few training steps and say how long the recipes take here. Exit 1 with the fix "
+        "when something essential is missing.",
+    )
+    doctor.add_argument(
+        "--no-probe", action="store_true", help="skip the few seconds of timed training steps"
+    )
+
+    figures = commands.add_parser(
+        "figures",
+        help="draw the figures of img/",
+        description="Draw the block and network diagrams the notebooks show.",
+    )
+    figures.add_argument("--out", default="img", help="folder for the figures (default: img)")
+    return parser
+
+
+def _add_parallel_arguments(train: argparse.ArgumentParser) -> None:
+    """``train``'s flags for a run of several processes under torchrun."""
     parallel = train.add_argument_group(
         "data parallel (under torchrun; --batch-size is the global batch of all processes)"
     )
@@ -142,26 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
         f"with an error instead of hanging (default {DIST_TIMEOUT:g}; more than rank 0's "
         "slowest evaluation, which the others wait for)",
     )
-
-    doctor = commands.add_parser(
-        "doctor",
-        help="check this machine: versions, CPU features, data, expected training times",
-        description="Check Python and the packages, the CPU (AVX2, AVX-512, BF16, AMX, NEON) "
-        "and any GPU, where Fashion-MNIST is, whether JupyterLab draws the widgets; then time "
-        "a few training steps and say how long the recipes take here. Exit 1 with the fix "
-        "when something essential is missing.",
-    )
-    doctor.add_argument(
-        "--no-probe", action="store_true", help="skip the few seconds of timed training steps"
-    )
-
-    figures = commands.add_parser(
-        "figures",
-        help="draw the figures of img/",
-        description="Draw the block and network diagrams the notebooks show.",
-    )
-    figures.add_argument("--out", default="img", help="folder for the figures (default: img)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,15 +203,12 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch.distributed as dist
 
     from . import resnet18, set_seed
-    from .data import find_fashion_mnist, load_fashion_mnist
-    from .parallel import convert_sync_batchnorm, process_group, scale_lr, torchrun_world_size
-    from .recipes import get_recipe
-    from .train import fit, resolve_device
+    from .runtime import resolve_device
+    from .training import fit
+    from .training.distributed import convert_sync_batchnorm, process_group, torchrun_world_size
 
     if args.minutes is not None and args.epochs is not None:
         raise CommandError(
@@ -220,39 +222,12 @@ def _train(args: argparse.Namespace) -> int:
             f"(WORLD_SIZE={os.environ.get('WORLD_SIZE', 'unset')}); launch it with torchrun "
             "--nproc_per_node=N (N >= 2) ... -m resnet_lessons train --sync-bn, or drop --sync-bn"
         )
-    recipe = get_recipe(args.recipe)
-    batch_size = args.batch_size or recipe.batch_size
-    lr = args.lr or recipe.lr
-    scaling = None
-    if args.scale_lr:
-        scaled = scale_lr(lr, batch_size, recipe.batch_size)
-        scaling = {"base_lr": lr, "base_batch_size": recipe.batch_size,
-                   "factor": batch_size / recipe.batch_size}  # fmt: skip
-        lr = scaled
-        if recipe.schedule == "constant":  # the onecycle schedule warms up already
-            recipe = dataclasses.replace(recipe, schedule="warmup")
+    recipe, batch_size, lr, scaling = _recipe_and_lr(args)
     device = resolve_device(args.device)  # before anything slow: a clear error for 'cuda'
     out = Path(args.out)
     checkpoint = out / CHECKPOINT_FILE
     with process_group(device, timeout=args.dist_timeout) as (rank, world):
-        if args.data_root is not None:
-            root = Path(args.data_root).resolve()
-            found = find_fashion_mnist(root).resolve()
-            if found != root and root not in found.parents:  # found elsewhere: say so
-                raise CommandError(
-                    f"--data-root {args.data_root}: no Fashion-MNIST files there (they were "
-                    f"found in {found} instead); give the folder that holds the four .gz files"
-                )
-        data = load_fashion_mnist(args.data_root)
-        n_train = len(data.train_labels)
-        n_test = len(data.test_labels)
-        for flag, limit, available in (
-            ("--limit-train", args.limit_train, n_train),
-            ("--limit-test", args.limit_test, n_test),
-        ):
-            if limit is not None and limit > available:
-                raise CommandError(f"{flag} {limit} is more than the {available} images there are")
-        data = data.subset(args.limit_train, args.limit_test)
+        data = _load_data(args)
         resume = args.resume and checkpoint.exists()
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -292,37 +267,87 @@ def _train(args: argparse.Namespace) -> int:
             verbose=True,
         )
         if rank == 0:
-            from .speed import cpu_info
-
-            plan = history.plan
-            metrics = {
-                "recipe": args.recipe,
-                "device": device.type,
-                "machine": cpu_info().describe() if device.type == "cpu" else device.type,
-                "cpu_kind": cpu_info().kind if device.type == "cpu" else None,
-                "speedups": history.speedups.describe() if history.speedups else None,
-                "plan": plan.to_dict() if plan is not None else None,
-                "plan_text": plan.describe() if plan is not None else None,
-                "history": list(history),
-                "test_acc": history[-1]["test_acc"],
-                "processes": world,
-                "backend": backend,
-                "batch_size": batch_size,
-                "lr": lr,
-                "schedule": recipe.schedule,
-                "scale_lr": scaling,
-                "sync_bn": args.sync_bn,
-                "batch_norm": _batch_norm_kind(model),
-                "dist_timeout": args.dist_timeout if world > 1 else None,
-                "train_images": len(data.train_labels),
-                "test_images": len(data.test_labels),
-            }
+            chosen = {"batch_size": batch_size, "lr": lr, "schedule": recipe.schedule,
+                      "scale_lr": scaling}  # fmt: skip
+            metrics = _metrics(args, history, device, world, backend, model, data, chosen)
             _write_json(out / METRICS_FILE, metrics)
             print(
                 f"test accuracy {history[-1]['test_acc']:.4f}; wrote {out / METRICS_FILE}",
                 flush=True,
             )
     return 0
+
+
+def _recipe_and_lr(args: argparse.Namespace) -> tuple[Any, int, float, dict | None]:
+    """The recipe, batch size and learning rate the flags ask for; with ``--scale-lr`` the
+    learning rate scaled to the batch (and warmed up), and how it was scaled."""
+    import dataclasses
+
+    from .training.recipes import get_recipe, scale_lr
+
+    recipe = get_recipe(args.recipe)
+    batch_size = args.batch_size or recipe.batch_size
+    lr = args.lr or recipe.lr
+    scaling = None
+    if args.scale_lr:
+        scaled = scale_lr(lr, batch_size, recipe.batch_size)
+        scaling = {"base_lr": lr, "base_batch_size": recipe.batch_size,
+                   "factor": batch_size / recipe.batch_size}  # fmt: skip
+        lr = scaled
+        if recipe.schedule == "constant":  # the onecycle schedule warms up already
+            recipe = dataclasses.replace(recipe, schedule="warmup")
+    return recipe, batch_size, lr, scaling
+
+
+def _load_data(args: argparse.Namespace) -> Any:
+    """Fashion-MNIST from ``--data-root`` (or where it is found), cut to ``--limit-*``."""
+    from .data import find_fashion_mnist, load_fashion_mnist
+
+    if args.data_root is not None:
+        root = Path(args.data_root).resolve()
+        found = find_fashion_mnist(root).resolve()
+        if found != root and root not in found.parents:  # found elsewhere: say so
+            raise CommandError(
+                f"--data-root {args.data_root}: no Fashion-MNIST files there (they were "
+                f"found in {found} instead); give the folder that holds the four .gz files"
+            )
+    data = load_fashion_mnist(args.data_root)
+    n_train = len(data.train_labels)
+    n_test = len(data.test_labels)
+    for flag, limit, available in (
+        ("--limit-train", args.limit_train, n_train),
+        ("--limit-test", args.limit_test, n_test),
+    ):
+        if limit is not None and limit > available:
+            raise CommandError(f"{flag} {limit} is more than the {available} images there are")
+    return data.subset(args.limit_train, args.limit_test)
+
+
+def _metrics(args, history, device, world, backend, model, data, chosen) -> dict:
+    """What ``metrics.json`` records about a finished run (rank 0); ``chosen``: the batch
+    size, learning rate, schedule and lr scaling the run used."""
+    from .training.speed import cpu_info
+
+    plan = history.plan
+    return {
+        "recipe": args.recipe,
+        "device": device.type,
+        "machine": cpu_info().describe() if device.type == "cpu" else device.type,
+        "cpu_kind": cpu_info().kind if device.type == "cpu" else None,
+        "speedups": history.speedups.describe() if history.speedups else None,
+        "plan": plan.to_dict() if plan is not None else None,
+        "plan_text": plan.describe() if plan is not None else None,
+        "history": list(history),
+        "test_acc": history[-1]["test_acc"],
+        "processes": world,
+        "backend": backend,
+        **chosen,
+        "sync_bn": args.sync_bn,
+        "batch_norm": _batch_norm_kind(model),
+        "dist_timeout": args.dist_timeout if world > 1 else None,
+        "train_images": len(data.train_labels),
+        "test_images": len(data.test_labels),
+    }
 
 
 def _batch_norm_kind(model) -> str | None:
@@ -344,7 +369,7 @@ def under_torchrun() -> bool:
     """True in a worker that ``torchrun`` started for a run of several processes."""
     if "WORLD_SIZE" not in os.environ:
         return False  # no torch import for that (torchrun's workers have torch loaded)
-    from .parallel import torchrun_world_size
+    from .training.distributed import torchrun_world_size
 
     try:
         return torchrun_world_size() > 1

@@ -88,7 +88,8 @@ def norm_layer(channels: int, batch_norm: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
-def _check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
+def check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
+    """Raise a ``ValueError`` that says the fix unless ``x`` is ``(N, in_channels, H, W)``."""
     if x.dim() != 4:
         raise ValueError(
             f"{type(block).__name__} expects a batch of images (N, C, H, W); got a tensor with "
@@ -101,6 +102,10 @@ def _check_input(block: nn.Module, x: torch.Tensor, in_channels: int) -> None:
             f"in_channels={x.shape[1]}, or feed it the output of a layer with "
             f"{in_channels} channels."
         )
+
+
+#: The name the blocks' ``forward`` calls: notebook 01 shows ``Residual.forward``'s source.
+_check_input = check_input
 
 
 class Residual(nn.Module):

@@ -481,3 +481,18 @@ def _batches(
         else:
             index = order[start:end]
             yield images[index], labels[index]
+
+
+def shuffled_batches(
+    n: int, batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch_size`` indices into ``n`` items, each ``(batch_size,)``:
+    a shuffled pass, then a new shuffle when fewer than ``batch_size`` items are left."""
+    order = torch.randperm(n, generator=generator)
+    position = 0
+    for _ in range(steps):
+        if position + batch_size > len(order):  # next epoch: a new shuffle
+            order = torch.randperm(n, generator=generator)
+            position = 0
+        yield order[position : position + batch_size]
+        position += batch_size

@@ -9,7 +9,6 @@ seconds of real training steps measure this machine and turn into expected times
 from __future__ import annotations
 
 import dataclasses
-import math
 import platform
 import sys
 from collections.abc import Callable
@@ -90,7 +89,7 @@ def check_hardware() -> list[Check]:
     """The CPU (model, features, threads) and any GPU."""
     import torch
 
-    from .speed import cpu_info
+    from .training.speed import cpu_info
 
     info = cpu_info()
     features = ", ".join(info.features) or "none of " + ", ".join(("AVX2", "AVX-512", "NEON"))
@@ -171,11 +170,12 @@ def speed_report(seconds: float = 4.0) -> list[str]:
     import torch
 
     from . import resnet18
-    from .budget import PROBE_FRACTION, format_seconds, make_plan
+    from ._checks import format_seconds
     from .data import load_fashion_mnist
-    from .probing import measure_speed
-    from .runtime import device_name, resolve_device
-    from .train import FAST, LECTURE, prepare_model
+    from .runtime import resolve_device
+    from .training import FAST, LECTURE, prepare_model
+    from .training.budget import PROBE_FRACTION, measure_speed, plan_run
+    from .training.speed import device_name
 
     device = resolve_device(None)
     data = load_fashion_mnist(download=False)
@@ -196,12 +196,12 @@ def speed_report(seconds: float = 4.0) -> list[str]:
             f"~{format_seconds(whole)}"
         )
         if recipe is FAST:
-            three = make_plan(
+            three = plan_run(  # the plan `train --minutes 3` and fit(budget=180) make
                 180,
+                recipe,
+                n_train,
                 seconds_per_step=per_step,
                 seconds_per_eval=per_eval,
-                steps_per_epoch=math.ceil(n_train / recipe.batch_size),
-                batch_size=recipe.batch_size,
                 probe_seconds=PROBE_FRACTION * 180,
                 device=device_name(device),
             )

@@ -19,6 +19,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ._checks import format_seconds
 from .data import CLASSES, MEAN, STD
 
 #: Recorded runs shipped with the package (``metrics.json`` files of
@@ -139,8 +140,6 @@ def run_label(run: Mapping) -> str:
     parts = [str(run.get("recipe", "run"))]
     plan = run.get("plan")
     if plan:
-        from .budget import format_seconds
-
         parts.append(format_seconds(plan["budget"]))
     if run.get("device") == "cpu" and run.get("cpu_kind"):
         parts.append(f"{run['cpu_kind']} CPU")

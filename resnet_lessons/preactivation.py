@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._checks import check_int
-from .blocks import _check_input, check_shortcut
+from .blocks import check_input, check_shortcut
 
 
 class PreActResidual(nn.Module):
@@ -54,7 +54,7 @@ class PreActResidual(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.in_channels)
+        check_input(self, x, self.in_channels)
         pre = F.relu(self.bn1(x))  # (N, C_in, H, W): pre-activation
         out = self.conv1(pre)  # (N, C_out, H / s, W / s)
         out = self.conv2(F.relu(self.bn2(out)))  # (N, C_out, H / s, W / s)

@@ -46,14 +46,3 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     ):
         raise ValueError("device 'mps' was asked for but MPS is not available here; use 'cpu'.")
     return device
-
-
-def device_name(device: torch.device) -> str:
-    """How messages and records name a device: ``cpu (AVX2 CPU)``, ``cuda (NVIDIA H100 ...)``."""
-    from .speed import cpu_info
-
-    if device.type == "cpu":
-        return f"cpu ({cpu_info().kind})"
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type

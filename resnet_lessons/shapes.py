@@ -88,8 +88,10 @@ class ShapeTable(Sequence[LayerShape]):
         return iter(self.rows)
 
     def _cells(self) -> list[tuple[str, str, str, str]]:
-        cells = [("input", "", _fmt_shape(self.input_shape), "")]
-        cells += [(r.name, r.layer, _fmt_shape(r.output_shape), f"{r.params:,}") for r in self.rows]
+        cells = [("input", "", format_shape(self.input_shape), "")]
+        cells += [
+            (r.name, r.layer, format_shape(r.output_shape), f"{r.params:,}") for r in self.rows
+        ]
         cells.append(("total", "", "", f"{self.total_params:,}"))
         return cells
 
@@ -132,7 +134,9 @@ class ShapeTable(Sequence[LayerShape]):
         )
 
 
-def _fmt_shape(shape: tuple[int, ...] | None) -> str:
+def format_shape(shape: tuple[int, ...] | None) -> str:
+    """``(4, 3, 6, 6) -> '(4, 3, 6, 6)'``, as the readouts print a shape; ``None`` is a layer
+    that was not called."""
     if shape is None:
         return "(not called)"
     return "(" + ", ".join(str(s) for s in shape) + ")"
@@ -381,12 +385,12 @@ class ResidualShape:
 
     def __str__(self) -> str:
         width = max(len(step) for step, _ in self.formulas)
-        lines = [f"{self.call} on {_fmt_shape(self.input_shape)}"]
+        lines = [f"{self.call} on {format_shape(self.input_shape)}"]
         lines += [f"  {step.ljust(width)} : {formula}" for step, formula in self.formulas]
-        lines.append(f"  main path {_fmt_shape(self.main_shape)}")
-        lines.append(f"  shortcut  {_fmt_shape(self.shortcut_shape)}")
+        lines.append(f"  main path {format_shape(self.main_shape)}")
+        lines.append(f"  shortcut  {format_shape(self.shortcut_shape)}")
         if self.error is None:
-            lines.append(f"  output    {_fmt_shape(self.output_shape)}")
+            lines.append(f"  output    {format_shape(self.output_shape)}")
         else:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
@@ -398,11 +402,13 @@ class ResidualShape:
             for step, formula in self.formulas
         )
         paths = (
-            f"main path <code>{_fmt_shape(self.main_shape)}</code> + "
-            f"shortcut <code>{_fmt_shape(self.shortcut_shape)}</code>"
+            f"main path <code>{format_shape(self.main_shape)}</code> + "
+            f"shortcut <code>{format_shape(self.shortcut_shape)}</code>"
         )
         if self.error is None:
-            verdict = f"<p>{paths} = output <b><code>{_fmt_shape(self.output_shape)}</code></b></p>"
+            verdict = (
+                f"<p>{paths} = output <b><code>{format_shape(self.output_shape)}</code></b></p>"
+            )
         else:
             verdict = (
                 f"<p>{paths}: cannot be added.</p>"
@@ -414,7 +420,7 @@ class ResidualShape:
         return (
             f"<div class='residual-shape' style='line-height:1.5'>"
             f"<p><code>{html.escape(self.call)}</code> on "
-            f"<code>{_fmt_shape(self.input_shape)}</code>: H and W follow "
+            f"<code>{format_shape(self.input_shape)}</code>: H and W follow "
             "<code>floor((H + 2p - k) / s) + 1</code></p>"
             f"<table><tbody>{rows}</tbody></table>{verdict}</div>"
         )
@@ -510,7 +516,7 @@ class ResNetShapes:
             body = self.table._repr_html_()
         else:
             body = (
-                f"<p>input <code>{_fmt_shape(self.input_shape)}</code></p>"
+                f"<p>input <code>{format_shape(self.input_shape)}</code></p>"
                 "<div class='shape-error' style='border-left:4px solid "
                 "var(--jp-error-color1, #d32f2f); padding:2px 8px; max-width:60em'>"
                 f"<b>ValueError</b>: {html.escape(self.error or '')}</div>"

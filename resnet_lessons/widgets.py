@@ -33,7 +33,7 @@ from torch import nn
 
 from .exercises import check_shape
 from .network import ResNet, resnet18
-from .shapes import ResidualShape, ResNetShapes, _fmt_shape, residual_shape, resnet_shapes
+from .shapes import ResidualShape, ResNetShapes, format_shape, residual_shape, resnet_shapes
 from .stride_picture import stride_picture
 
 _STYLE = {"description_width": "8em"}
@@ -202,7 +202,7 @@ class ResidualExplorer(widgets.VBox):
     def _show(self, result: ResidualShape) -> None:
         self.result = result
         if result.ok:
-            self.readout.value = _fmt_shape(result.output_shape)
+            self.readout.value = format_shape(result.output_shape)
         else:
             self.readout.value = "none: Residual raises a ValueError, see below"
         self._picture = stride_picture(
@@ -267,8 +267,8 @@ class ResNetExplorer(widgets.VBox):
             rows = [r for r in result.table if r.output_shape is not None]
             # The last feature map before global average pooling squeezes it to 1x1.
             maps = [r for r in rows if len(r.output_shape) == 4 and "Pool" not in r.layer]
-            parts = [f"input {_fmt_shape(result.input_shape)}"]
-            parts += [f"{r.name} {_fmt_shape(r.output_shape)}" for r in (maps[-1:] + rows[-1:])]
+            parts = [f"input {format_shape(result.input_shape)}"]
+            parts += [f"{r.name} {format_shape(r.output_shape)}" for r in (maps[-1:] + rows[-1:])]
             self.summary.value = " -> ".join(parts)
         self.table.value = result._repr_html_()
 

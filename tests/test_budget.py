@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from resnet_lessons.budget import Plan, check_budget, format_seconds, make_plan, probe
+from resnet_lessons.training.budget import Plan, check_budget, format_seconds, make_plan, probe
 
 
 class FakeClock:

@@ -87,6 +87,7 @@ def test_bad_flags_end_with_one_line(args, fragment, capsys):
     )
 
 
+@pytest.mark.slow
 def test_bad_flags_in_a_real_process():
     result = run_cli("train", "--epochs", "-1")
     assert result.returncode == 2
@@ -104,6 +105,7 @@ def test_help_lists_the_flags(capsys):
         assert flag in help_text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda(tmp_path):
     result = run_cli("train", "--device", "cuda", "--out", str(tmp_path), *SMALL)
@@ -111,11 +113,13 @@ def test_cuda_without_cuda(tmp_path):
     assert_one_line_error(result, "CUDA is not available")
 
 
+@pytest.mark.slow
 def test_too_many_images_asked_for(tmp_path):
     result = run_cli("train", "--limit-train", "70000", "--out", str(tmp_path))
     assert_one_line_error(result, "--limit-train 70000 is more than the 60000 images")
 
 
+@pytest.mark.slow
 def test_a_batch_too_small_for_batch_norm(tmp_path):
     result = run_cli("train", "--batch-size", "1", "--out", str(tmp_path), *SMALL[:4])
     assert_one_line_error(result, "batch_size=1")
@@ -129,6 +133,7 @@ def _copy_data(to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow
 def test_corrupt_data_names_the_file(tmp_path):
     folder = _copy_data(tmp_path / "data")
     labels = folder / "t10k-labels-idx1-ubyte.gz"
@@ -139,11 +144,13 @@ def test_corrupt_data_names_the_file(tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_data_root_without_data(tmp_path):
     result = run_cli("train", "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), *SMALL)
     assert_one_line_error(result, f"--data-root {tmp_path}")
 
 
+@pytest.mark.slow
 def test_no_data_anywhere(tmp_path):
     """Offline, nothing found: the one line says where it looked and how to get the data."""
     code = (
@@ -163,6 +170,7 @@ def test_no_data_anywhere(tmp_path):
     assert_one_line_error(result, "Fashion-MNIST not found", "apt-get install")
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_and_a_checkpoint(tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "--recipe", "fast", "--epochs", "2", "--out", str(out), *SMALL)
@@ -180,6 +188,7 @@ def test_train_writes_metrics_and_a_checkpoint(tmp_path):
     assert result.stdout.count("epoch ") == 2  # --no-progress: one line per epoch
 
 
+@pytest.mark.slow
 def test_lecture_recipe_with_overrides(tmp_path):
     out = tmp_path / "run"
     result = run_cli(
@@ -247,6 +256,7 @@ def test_torchrun_two_processes(tmp_path):
     assert not any(key.startswith("module.") for key in state["model"])  # no DDP wrapper
 
 
+@pytest.mark.slow
 def test_figures_subcommand(tmp_path):
     pytest.importorskip("resnet_lessons.diagrams")
     from resnet_lessons import diagrams
@@ -258,12 +268,14 @@ def test_figures_subcommand(tmp_path):
     assert any((tmp_path / "img").iterdir())
 
 
+@pytest.mark.slow
 def test_minutes_and_epochs_together_are_refused(tmp_path):
     result = run_cli("train", "--minutes", "1", "--epochs", "2", "--out", str(tmp_path), *SMALL)
     assert result.returncode == 1
     assert_one_line_error(result, "--minutes 1 and --epochs 2 both set the length", "give one")
 
 
+@pytest.mark.slow
 def test_train_on_a_budget_records_its_plan_and_resume_follows_it(tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "--minutes", "0.25", "--out", str(out), *SMALL)
@@ -284,6 +296,7 @@ def test_train_on_a_budget_records_its_plan_and_resume_follows_it(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["plan"] == plan  # not re-planned
 
 
+@pytest.mark.slow
 def test_doctor_reports_and_passes_here():
     result = run_cli("doctor", "--no-probe")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -293,6 +306,7 @@ def test_doctor_reports_and_passes_here():
     assert "summary: ready" in result.stdout
 
 
+@pytest.mark.slow
 def test_doctor_without_data_fails_with_the_fix(tmp_path):
     code = (
         "import pathlib, sys\n"
@@ -341,6 +355,7 @@ def test_sync_bn_without_torchrun_is_refused(tmp_path, monkeypatch, capsys, worl
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_scale_lr_multiplies_the_lr_and_warms_the_lecture_recipe_up(tmp_path):
     out = tmp_path / "run"
     result = run_cli(

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resnet_lessons import Residual, set_seed, trace_shapes
-from resnet_lessons.depth import (
+from resnet_lessons.experiments.depth import (
     DenseBlock,
     PlainBlock,
     autocorrelation,

@@ -58,9 +58,10 @@ def test_the_quoted_accuracy_is_one_measured_at_or_below_the_epochs():
 def test_the_speed_report_turns_the_probe_into_times(monkeypatch):
     """What the doctor prints from its probe, with the probe replaced by a fake (a real one
     takes half a minute on a 2-core CPU; `fit(budget=...)` tests run it for real)."""
-    from resnet_lessons import doctor, probing
-    from resnet_lessons.budget import format_seconds
-    from resnet_lessons.recipes import FAST
+    from resnet_lessons import doctor
+    from resnet_lessons._checks import format_seconds
+    from resnet_lessons.training import budget as probing
+    from resnet_lessons.training.recipes import FAST
 
     asked = []
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from resnet_lessons import resnet18
-from resnet_lessons.parallel import (
+from resnet_lessons.experiments.parallel import (
     BN_SETTINGS,
     DEFAULT_TIMEOUT,
     AllReduceBatchNorm,
@@ -109,6 +109,7 @@ def _small_net(batch_norm: bool) -> nn.Sequential:
 # --------------------------------------------------------------------------- run_world
 
 
+@pytest.mark.slow
 def test_run_world_returns_each_rank_and_the_ring_matches_gloo():
     results = run_world(_three_ranks, 3, args=([1, 2, 3, 7, 100],))
     assert [who for who, _, _ in results] == [(0, 3, 1), (1, 3, 1), (2, 3, 1)]  # 1 thread each
@@ -120,6 +121,7 @@ def test_run_world_returns_each_rank_and_the_ring_matches_gloo():
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_worker_that_raises_names_itself_with_its_traceback():
     with pytest.raises(WorkerError) as info:
         run_world(_raise_on_rank_one, 2)
@@ -129,6 +131,7 @@ def test_a_worker_that_raises_names_itself_with_its_traceback():
     assert "Traceback" in error.worker_traceback and "_raise_on_rank_one" in str(error)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_world_with_a_clear_error():
     start = time.monotonic()
     with pytest.raises(WorkerError, match=r"worker 1 of 2 .* died with signal SIGKILL"):
@@ -136,6 +139,7 @@ def test_a_killed_worker_ends_the_world_with_a_clear_error():
     assert time.monotonic() - start < 30  # not the 60 s timeout: the death is noticed
 
 
+@pytest.mark.slow
 def test_a_stalled_worker_times_out_instead_of_hanging():
     """The process group's timeout turns rank 0's endless wait into an error."""
     start = time.monotonic()
@@ -163,6 +167,7 @@ def test_run_world_refuses_what_workers_cannot_import():
 # --------------------------------------------------------------------------- same gradients
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_gradient_of_one_big_batch_unless_bn_is_per_worker():
     """2 x 8 images vs 16 in float64: equal without BN, with BN in eval mode and with
     synchronised BN; different with each worker's own BN statistics."""
@@ -194,6 +199,7 @@ def _gradient_tables(nets, images, labels, settings):
     return out
 
 
+@pytest.mark.slow
 def test_synchronised_bn_matches_one_batch_norm_over_the_global_batch():
     torch.manual_seed(1)
     x = torch.randn(10, 3, 4, 5, dtype=torch.float64) * 3 + 50  # |mean| >> std

@@ -9,7 +9,7 @@ from torch import nn
 
 from resnet_lessons import set_seed
 from resnet_lessons.data import MEAN, STD
-from resnet_lessons.regression import (
+from resnet_lessons.experiments.regression import (
     BLACK,
     MLPBlock,
     ResidualMLP,

@@ -10,8 +10,7 @@ from torch import nn
 
 from resnet_lessons import Residual, set_seed
 from resnet_lessons.data import FashionMNIST
-from resnet_lessons.recipes import FAST
-from resnet_lessons.regularisation import (
+from resnet_lessons.experiments.regularisation import (
     Comparison,
     Setting,
     activation_scales,
@@ -24,6 +23,7 @@ from resnet_lessons.regularisation import (
     scale_invariant_weights,
     train_steps,
 )
+from resnet_lessons.training.recipes import FAST
 
 
 @pytest.fixture
@@ -189,6 +189,7 @@ def _tiny_data() -> FashionMNIST:
     return FashionMNIST(train, torch.arange(60) % 10, test, torch.arange(20) % 10)
 
 
+@pytest.mark.slow
 def test_compare_regularisers_table_and_reuse():
     data = _tiny_data().split_validation(12)
     recipe = dataclasses.replace(FAST, epochs=2, batch_size=16, resize=8, bf16=False)
@@ -225,6 +226,7 @@ def test_compare_regularisers_table_and_reuse():
     assert plot_comparison(result).axes
 
 
+@pytest.mark.slow
 def test_testing_only_at_the_end_gives_the_same_rows():
     """The same runs and rows either way; the histories have a test accuracy at their end
     only. (Before SmallMapConv2d sliced the input of 1x1 strided convs with few channels,

@@ -28,6 +28,7 @@ def test_default_device_is_usable():
     assert torch.zeros(1, device=device).device.type == device.type
 
 
+@pytest.mark.slow
 def test_import_has_no_side_effects():
     code = (
         "import torch, random, matplotlib\n"
@@ -42,8 +43,7 @@ def test_import_has_no_side_effects():
 
 
 def test_device_name_says_the_cpu_kind():
-    from resnet_lessons.runtime import device_name
-    from resnet_lessons.speed import cpu_info
+    from resnet_lessons.training.speed import cpu_info, device_name
 
     assert device_name(torch.device("cpu")) == f"cpu ({cpu_info().kind})"
     assert device_name(torch.device("meta")) == "meta"

@@ -143,6 +143,7 @@ def test_the_convention_on_hand_made_cells():
     assert expected_slide_type(code("solution()", hidden=True), 7) == "skip"
 
 
+@pytest.mark.slow
 def test_rise_is_installed_where_make_lab_installs():
     """``jupyterlab-rise`` is in the ``lab`` extra, so ``make lab`` installs it into .venv;
     this checks the environment the tests run in (built by ``make test``, which installs

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lessons import resnet18
-from resnet_lessons.speed import (
+from resnet_lessons.training.speed import (
     CPUInfo,
     SmallMapConv2d,
     parse_cpuinfo,
@@ -95,7 +95,7 @@ def test_a_strided_1x1_conv_is_computed_on_every_other_pixel(size, memory_format
 CRASHED_ON_ONE_THREAD = """
 import torch
 from torch import nn
-from resnet_lessons.speed import use_small_map_convs
+from resnet_lessons.training.speed import use_small_map_convs
 torch.set_num_threads(1)
 conv = nn.Conv2d(4, 8, 1, stride=2).to(memory_format=torch.channels_last)
 use_small_map_convs(conv)
@@ -106,6 +106,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_the_strided_1x1_conv_that_crashed_pytorch_on_one_thread_runs():
     """Without the slicing, this float32 channels_last loop crashed PyTorch 2.14.1 on a
     2-core AVX2 CPU within its 300 steps (heap corruption in the strided 1x1 kernel's

@@ -10,15 +10,12 @@ import torch
 from torch import nn
 
 from resnet_lessons import resnet18, set_seed
-from resnet_lessons.budget import Plan
 from resnet_lessons.data import load_fashion_mnist
-from resnet_lessons.train import (
+from resnet_lessons.training import (
     FAST,
     HISTORY_KEYS,
     LECTURE,
     Recipe,
-    _scheduler,
-    _share,
     evaluate,
     fit,
     get_recipe,
@@ -29,6 +26,9 @@ from resnet_lessons.train import (
     resolve_device,
     save_checkpoint,
 )
+from resnet_lessons.training.budget import Plan
+from resnet_lessons.training.distributed import share
+from resnet_lessons.training.recipes import make_scheduler
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +98,7 @@ def test_recipes_are_frozen():
 def learning_rates(recipe: Recipe, steps_per_epoch: int) -> list[float]:
     """The learning rate of every step of ``recipe``'s schedule."""
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=recipe.lr)
-    sched = _scheduler(opt, recipe, steps_per_epoch=steps_per_epoch)
+    sched = make_scheduler(opt, recipe, steps_per_epoch=steps_per_epoch)
     lrs = []
     for _ in range(recipe.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
@@ -127,7 +127,7 @@ def test_warmup_schedule_ramps_up_then_stays_constant():
 
 def test_one_cycle_schedule_survives_a_single_step():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = _scheduler(opt, dataclasses.replace(FAST, epochs=1), steps_per_epoch=1)
+    sched = make_scheduler(opt, dataclasses.replace(FAST, epochs=1), steps_per_epoch=1)
     opt.step()
     sched.step()
     assert math.isfinite(opt.param_groups[0]["lr"])
@@ -135,13 +135,14 @@ def test_one_cycle_schedule_survives_a_single_step():
 
 @pytest.mark.parametrize(("batch", "world"), [(256, 1), (256, 2), (7, 2), (10, 3), (5, 4)])
 def test_shares_cover_every_global_batch_once(batch, world):
-    parts = [_share(batch, rank, world) for rank in range(world)]
+    parts = [share(batch, rank, world) for rank in range(world)]
     covered = [i for part in parts for i in range(batch)[part]]
     assert covered == list(range(batch))
     sizes = [part.stop - part.start for part in parts]
     assert max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.slow
 def test_fit_returns_one_entry_per_epoch(tiny):
     set_seed(0)
     history = fit(resnet18(), tiny, TINY, device="cpu", progress=False)
@@ -153,6 +154,7 @@ def test_fit_returns_one_entry_per_epoch(tiny):
         assert entry["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_overrides_change_the_recipe(tiny):
     set_seed(0)
     seen = []
@@ -196,6 +198,7 @@ def test_predict_and_evaluate(tiny):
         evaluate(model, tiny.test_images[:10], tiny.test_labels[:9])
 
 
+@pytest.mark.slow
 def test_checkpoint_is_plain_data_and_written_atomically(tiny, tmp_path):
     set_seed(0)
     path = tmp_path / "run" / "checkpoint.pt"
@@ -217,6 +220,7 @@ def kill_after_first(entry: dict) -> None:
         raise Killed
 
 
+@pytest.mark.slow
 def test_resume_continues_the_interrupted_run(tiny, tmp_path):
     set_seed(0)
     straight = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "a.pt")
@@ -241,6 +245,7 @@ def test_resume_continues_the_interrupted_run(tiny, tmp_path):
         assert b["test_acc"] == pytest.approx(a["test_acc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_returns_its_history(tiny, tmp_path):
     set_seed(0)
     history = fit(resnet18(), tiny, TINY, progress=False, checkpoint=tmp_path / "c.pt")
@@ -248,6 +253,7 @@ def test_resume_of_a_finished_run_returns_its_history(tiny, tmp_path):
     assert again == history
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tiny, tmp_path):
     set_seed(0)
     fit(resnet18(), tiny, TINY, epochs=1, progress=False, checkpoint=tmp_path / "d.pt")
@@ -311,6 +317,7 @@ def test_bf16_only_where_it_is_native():
     assert isinstance(native_bf16("cpu"), bool)
 
 
+@pytest.mark.slow
 def test_training_with_flips(tiny):
     """flip=True mirrors random images of every batch (on the device) and still trains."""
     set_seed(0)
@@ -318,6 +325,7 @@ def test_training_with_flips(tiny):
     assert len(history) == 2 and math.isfinite(history[-1]["train_loss"])
 
 
+@pytest.mark.slow
 def test_no_live_plot_outside_a_notebook(tiny, capsys):
     assert not in_notebook()
     set_seed(0)
@@ -325,6 +333,7 @@ def test_no_live_plot_outside_a_notebook(tiny, capsys):
     assert "Image" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_live_plot_when_asked(tiny, capsys):
     """plot=True draws the curves with IPython's display (here, outside a kernel, as text)."""
     pytest.importorskip("IPython")
@@ -334,6 +343,7 @@ def test_live_plot_when_asked(tiny, capsys):
     assert out.count("IPython.core.display.Image") == 2  # shown, then updated, once per epoch
 
 
+@pytest.mark.slow
 def test_live_plot_shows_a_reference_before_the_first_epoch(tiny, capsys):
     pytest.importorskip("IPython")
     set_seed(0)
@@ -376,6 +386,7 @@ def _plan(steps: int, steps_per_epoch: int = 4) -> Plan:
     )
 
 
+@pytest.mark.slow
 def test_fit_follows_a_plan_to_the_step(tiny):
     # 256 images in batches of 64: 4 steps an epoch; a plan of 6 steps is 1.5 epochs
     set_seed(0)
@@ -390,7 +401,7 @@ def test_fit_follows_a_plan_to_the_step(tiny):
 def test_a_plans_one_cycle_ends_annealed():
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = _scheduler(opt, FAST, steps_per_epoch=4, total_steps=6)
+    sched = make_scheduler(opt, FAST, steps_per_epoch=4, total_steps=6)
     rates = []
     for _ in range(6):
         rates.append(opt.param_groups[0]["lr"])
@@ -400,6 +411,7 @@ def test_a_plans_one_cycle_ends_annealed():
     assert rates[-1] == pytest.approx(0.1 / 25e3)  # the last of the 6 steps is fully annealed
 
 
+@pytest.mark.slow
 def test_a_plan_is_checkpointed_and_resume_follows_it(tiny, tmp_path):
     set_seed(0)
     straight = fit(resnet18(), tiny, TINY, progress=False, plan=_plan(6))
@@ -431,6 +443,7 @@ def test_a_plan_is_checkpointed_and_resume_follows_it(tiny, tmp_path):
     assert resumed[-1]["test_acc"] == pytest.approx(straight[-1]["test_acc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_budget_cannot_resume_a_run_started_without_one(tiny, tmp_path):
     set_seed(0)
     fit(resnet18(), tiny, TINY, epochs=1, progress=False, checkpoint=tmp_path / "e.pt")
@@ -483,6 +496,7 @@ def with_val(tiny):
     return tiny.split_validation(64, seed=0)
 
 
+@pytest.mark.slow
 def test_a_validation_split_is_evaluated_every_epoch(with_val):
     set_seed(0)
     history = fit(resnet18(), with_val, TINY, progress=False)
@@ -506,6 +520,7 @@ class CountingLinear(nn.Module):
         return self.fc(x.flatten(1))
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_gives_back_the_best_weights(with_val):
     """With a learning rate of 1e-12 the validation accuracy cannot improve after epoch 1, so
     patience=2 stops after epoch 3 of 6 and hands back epoch 1's state."""
@@ -519,6 +534,7 @@ def test_early_stopping_stops_and_gives_back_the_best_weights(with_val):
     assert model.batches.item() == 3  # epoch 1's count: 192 training images / 64 per batch
 
 
+@pytest.mark.slow
 def test_a_run_that_stopped_early_resumes_as_stopped(with_val, tmp_path):
     recipe = dataclasses.replace(TINY, epochs=6, lr=1e-12, schedule="constant")
     kwargs = {"progress": False, "patience": 2, "checkpoint": tmp_path / "stopped.pt"}
@@ -531,6 +547,7 @@ def test_a_run_that_stopped_early_resumes_as_stopped(with_val, tmp_path):
     assert model.batches.item() == 3  # the best epoch's state, from the checkpoint
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_first_best_epoch(with_val):
     set_seed(0)
     history = fit(resnet18(), with_val, TINY, epochs=3, progress=False, patience=5)
@@ -539,6 +556,7 @@ def test_early_stopping_keeps_the_first_best_epoch(with_val):
     assert history.best_epoch == val.index(max(val)) + 1
 
 
+@pytest.mark.slow
 def test_early_stopping_resumes_with_its_best_epoch(with_val, tmp_path):
     recipe = dataclasses.replace(TINY, epochs=3)
     set_seed(0)
@@ -567,6 +585,7 @@ def test_early_stopping_resumes_with_its_best_epoch(with_val, tmp_path):
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_testing_once_at_the_end_trains_the_same(with_val):
     """test_each_epoch=False skips the test set until the last epoch (or the one early
     stopping stops at); training, validation and the final test are the same."""
@@ -604,6 +623,7 @@ def test_patience_is_checked(tiny, with_val):
         fit(resnet18(), with_val, TINY, patience=1.5)
 
 
+@pytest.mark.slow
 def test_input_noise_changes_training_only(tiny):
     """Noise on the training images changes what is learned (same seed, other losses); the
     evaluation sees clean images, so a model trained with noise=0 evaluates the same."""
@@ -620,9 +640,9 @@ def test_input_noise_changes_training_only(tiny):
 def test_the_budget_counts_the_validation_images_too(tiny, monkeypatch):
     """Every epoch evaluates the test images and, with a split, the validation images: the
     probe's estimate of an evaluation covers both (timed with a fake probe)."""
-    from resnet_lessons import probing
-    from resnet_lessons.budget import ProbeResult
-    from resnet_lessons.speed import Speedups
+    from resnet_lessons.training import budget as probing
+    from resnet_lessons.training.budget import ProbeResult
+    from resnet_lessons.training.speed import Speedups
 
     fake = ProbeResult(seconds_per_step=0.5, seconds_per_eval_batch=2.0, timed_steps=2, seconds=1)
     monkeypatch.setattr(probing, "probe", lambda step, eval_batch, limit: fake)

@@ -310,6 +310,7 @@ def test_resnet_explorer_shows_the_error_for_an_input_that_does_not_fit():
     assert "does not fit" in explorer.table.value
 
 
+@pytest.mark.slow
 def test_the_package_imports_without_ipywidgets():
     code = (
         "import sys; sys.modules['ipywidgets'] = None\n"  # importing it now raises ImportError

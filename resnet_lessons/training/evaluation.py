@@ -7,20 +7,48 @@ bfloat16 autocast where it is native).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._checks import check_int
-from .data import prepare_batch
-from .runtime import resolve_device
+from .._checks import check_int
+from ..data import prepare_batch
+from ..runtime import resolve_device
 from .speed import native_bf16
 
 
-def _autocast(device: torch.device, bf16: bool):
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """bfloat16 autocast on ``device`` when ``bf16`` is asked for and native there; else off."""
     enabled = bf16 and native_bf16(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``with eval_mode(model):`` the model in eval mode (batch norm uses its running
+    statistics, dropout is off) and without gradients; afterwards back in the mode it was in.
+    Every prediction of the package runs inside it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def outputs(model: nn.Module, inputs: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """The model's outputs for ``inputs`` as they are, in :func:`eval_mode`: ``(N, ...) ->
+    (N, ...)``, all at once or ``batch_size`` at a time."""
+    with eval_mode(model):
+        if batch_size is None:
+            return model(inputs)
+        return torch.cat(
+            [model(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)]
+        )
 
 
 @torch.no_grad()
@@ -38,10 +66,8 @@ def predict(
     on the CPU. The model is put in eval mode (BN uses its running statistics) and back."""
     device = _model_device(model) if device is None else resolve_device(device)
     check_int("batch_size", batch_size, 1)
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x = prepare_batch(
                 images[start : start + batch_size],
@@ -49,10 +75,8 @@ def predict(
                 resize=resize,
                 channels_last=channels_last,
             )
-            with _autocast(device, bf16):
+            with autocast(device, bf16):
                 out.append(model(x).float().cpu())
-    finally:
-        model.train(was_training)
     if not out:
         raise ValueError("predict got no images (shape[0] == 0).")
     return torch.cat(out)

@@ -8,16 +8,43 @@ epochs ends with its learning rate annealed. The plan is one line for people
 (:meth:`Plan.describe`) and a dict for ``metrics.json`` and checkpoints
 (:meth:`Plan.to_dict`), so ``--resume`` follows the same plan.
 
-Everything here takes its clock as an argument: the tests drive it with a fake clock, so
-the arithmetic is checked without timing anything.
+The arithmetic (:func:`probe`, :func:`make_plan`) takes its clock as an argument: the tests
+drive it with a fake clock, so it is checked without timing anything. :func:`measure_speed`
+runs the probe on the real model, data and device, and :func:`plan_run` turns what it measured
+into the plan: the one function ``fit``, the command line and the doctor plan a budget with.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import format_seconds
+from ..data import FashionMNIST, prepare_batch
+from .evaluation import autocast, predict, synchronize
+from .recipes import Recipe, make_optimizer
+from .speed import Speedups
+
+__all__ = [
+    "PROBE_FRACTION",
+    "PROBE_MARGIN",
+    "Plan",
+    "ProbeResult",
+    "check_budget",
+    "format_seconds",
+    "make_plan",
+    "measure_speed",
+    "plan_run",
+    "probe",
+    "steps_per_epoch",
+]
 
 #: The probe may use at most this fraction of the budget.
 PROBE_FRACTION = 0.05
@@ -91,16 +118,6 @@ class Plan:
         if missing:
             raise ValueError(f"a stored plan lacks {', '.join(sorted(missing))}: {data!r}")
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def format_seconds(seconds: float) -> str:
-    """``180 -> '3 min'``, ``90 -> '1.5 min'``, ``45 -> '45 s'``, ``10800 -> '3.0 h'``."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    minutes = seconds / 60
-    return f"{minutes:.0f} min" if abs(minutes - round(minutes)) < 0.05 else f"{minutes:.1f} min"
 
 
 def check_budget(budget: object) -> float:
@@ -223,4 +240,101 @@ def probe(
         seconds_per_eval_batch=eval_seconds,
         timed_steps=len(times),
         seconds=last - start,
+    )
+
+
+# --------------------------------------------------------------------------- on this machine
+
+#: The probe repeats one batch; a run gathers every batch from random rows and evaluates
+#: the whole test set. A run of 3 minutes on a 2-core AVX2 CPU took 4% longer per step than
+#: its probe, so the plan counts steps that much longer.
+PROBE_MARGIN = 1.04
+
+
+def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps in one pass over ``n_train`` images: one per batch of ``batch_size``,
+    the last, smaller batch included unless it leaves fewer than 2 images per process
+    (batch norm needs 2), which ``fit`` skips."""
+    sizes = (min(batch_size, n_train - start) for start in range(0, n_train, batch_size))
+    return sum(1 for n in sizes if n >= 2 * world)
+
+
+def measure_speed(
+    model: nn.Module,
+    data: FashionMNIST,
+    recipe: Recipe,
+    device: torch.device,
+    speedups: Speedups,
+    limit: float,
+    world: int = 1,
+) -> tuple[float, float]:
+    """``(seconds per training step, seconds per evaluation)`` here, timed within about
+    ``limit`` seconds on a throw-away copy of ``model``: a few real steps of this process's
+    share of a batch, and one test batch scaled to what every epoch evaluates (the test
+    images, and the validation images when the data has a split)."""
+    copy_ = copy.deepcopy(model)
+    optimizer = make_optimizer(copy_, recipe)
+    local = math.ceil(recipe.batch_size / world)  # rank 0's share of a batch, the largest
+    local = min(local, len(data.train_labels))
+    images, labels = data.train_images[:local], data.train_labels[:local].to(device)
+    n_eval = min(recipe.eval_batch_size, len(data.test_labels))
+
+    def step() -> None:
+        copy_.train()
+        x = prepare_batch(
+            images, device, resize=recipe.resize, channels_last=speedups.channels_last
+        )
+        with autocast(device, speedups.bf16):
+            scores = copy_(x)
+        loss = F.cross_entropy(scores.float(), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        synchronize(device)
+
+    def eval_batch() -> None:
+        predict(
+            copy_,
+            data.test_images[:n_eval],
+            device=device,
+            resize=recipe.resize,
+            batch_size=n_eval,
+            channels_last=speedups.channels_last,
+            bf16=speedups.bf16,
+        )
+        synchronize(device)
+
+    measured = probe(step, eval_batch, max(limit, 1e-3))
+    batches = math.ceil(len(data.test_labels) / n_eval)
+    if data.val_labels is not None:
+        batches += math.ceil(len(data.val_labels) / n_eval)
+    return measured.seconds_per_step * PROBE_MARGIN, measured.seconds_per_eval_batch * batches
+
+
+def plan_run(
+    budget: float,
+    recipe: Recipe,
+    n_train: int,
+    *,
+    seconds_per_step: float,
+    seconds_per_eval: float,
+    probe_seconds: float,
+    world: int = 1,
+    checkpoint: bool = False,
+    device: str = "cpu",
+) -> Plan:
+    """The plan for training ``recipe`` on ``n_train`` images in ``budget`` seconds, from
+    what :func:`measure_speed` measured: the one answer ``fit(budget=)``, ``python -m
+    resnet_lessons train --minutes`` and ``python -m resnet_lessons doctor`` give. Steps per
+    epoch are counted as ``fit`` takes them (:func:`steps_per_epoch`); writing a checkpoint
+    is counted as half a second per epoch."""
+    return make_plan(
+        budget,
+        seconds_per_step=seconds_per_step,
+        seconds_per_eval=seconds_per_eval,
+        steps_per_epoch=steps_per_epoch(n_train, recipe.batch_size, world),
+        batch_size=recipe.batch_size,
+        probe_seconds=probe_seconds,
+        seconds_per_epoch_end=0.5 if checkpoint else 0.0,
+        device=device,
     )

@@ -33,10 +33,12 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from ._checks import check_int
-from .data import MEAN, STD
-from .network import ResNet, resnet18
-from .plots import image_grid
+from .._checks import check_int
+from ..data import MEAN, STD
+from ..network import ResNet, resnet18
+from ..plots import image_grid
+from ..training.evaluation import outputs
+from ..training.steps import run_steps
 
 #: The value of a black pixel after :func:`~resnet_lessons.data.prepare_batch` normalises
 #: it; :func:`rotate` fills the corners that turn into the picture with it.
@@ -321,18 +323,9 @@ def fit_regression(
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    model.train()
-    losses: list[float] = []
-    iterator: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(batches)
-    for step in range(steps):
-        try:
-            inputs, targets = next(iterator)
-        except StopIteration:
-            raise ValueError(
-                f"batches ran out after {step} of {steps} steps; pass an endless generator "
-                "or more batches."
-            ) from None
-        outputs = model(inputs)
+    done = [0]  # steps taken, for the messages
+
+    def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if outputs.shape != targets.shape:
             raise ValueError(
                 f"the model's outputs {tuple(outputs.shape)} and the targets "
@@ -342,18 +335,30 @@ def fit_regression(
         loss = F.mse_loss(outputs, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step}; lower lr (now {lr}) or keep "
+                f"the loss became {loss.item()} at step {done[0]}; lower lr (now {lr}) or keep "
                 "a normalisation before the output layer."
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return losses
+        done[0] += 1
+        return loss
+
+    return run_steps(model, optimizer, _take(batches, steps), loss_fn, scheduler=schedule)
 
 
-@torch.no_grad()
+def _take(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``steps`` pairs of ``batches``; a ``ValueError`` if there are fewer."""
+    iterator = iter(batches)
+    for step in range(steps):
+        try:
+            yield next(iterator)
+        except StopIteration:
+            raise ValueError(
+                f"batches ran out after {step} of {steps} steps; pass an endless generator "
+                "or more batches."
+            ) from None
+
+
 def predict_regression(
     model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 1000
 ) -> torch.Tensor:
@@ -363,14 +368,7 @@ def predict_regression(
     check_int("batch_size", batch_size)
     if inputs.shape[0] == 0:
         raise ValueError("predict_regression got no inputs (shape[0] == 0).")
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat(
-            [model(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)]
-        )
-    finally:
-        model.train(was_training)
+    return outputs(model, inputs, batch_size)
 
 
 # --------------------------------------------------------------------------- figures

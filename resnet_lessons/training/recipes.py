@@ -1,8 +1,8 @@
 """Recipes: every number training needs, and the optimizer and schedule they make.
 
 :data:`LECTURE` is the lecture's recipe exactly; :data:`FAST` the same ResNet-18 tuned for
-a laptop CPU. :func:`~resnet_lessons.train.fit` takes either (or its name), and a time
-budget sizes either to the machine (:mod:`resnet_lessons.budget`).
+a laptop CPU. :func:`~resnet_lessons.training.fit` takes either (or its name), and a time
+budget sizes either to the machine (:mod:`resnet_lessons.training.budget`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_int
+from .._checks import check_int
 
 SCHEDULES = ("constant", "onecycle", "warmup")
 
@@ -112,19 +112,25 @@ def get_recipe(recipe: Recipe | str) -> Recipe:
     return RECIPES[recipe]
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD; weight decay only on conv and linear weights (decaying BN scales and biases only
-    shrinks what BN re-normalises anyway)."""
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The optimizer's two parameter groups: ``weight_decay`` on conv and linear weights,
+    none on BN scales and biases (decaying those only shrinks what BN re-normalises anyway)."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": recipe.weight_decay},
+    return [
+        {"params": decay, "weight_decay": weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD with the recipe's momentum; weight decay on conv and linear weights only
+    (:func:`parameter_groups`)."""
+    groups = parameter_groups(model, recipe.weight_decay)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
 
 
-def _scheduler(
+def make_scheduler(
     optimizer: torch.optim.Optimizer,
     recipe: Recipe,
     steps_per_epoch: int,
@@ -142,9 +148,7 @@ def _scheduler(
     end = 1 / 25e3
 
     if recipe.schedule == "warmup":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_factor(step, warmup)
-        )
+        return warmup_schedule(optimizer, warmup)
 
     def one_cycle(step: int) -> float:
         if step < warmup:
@@ -153,6 +157,16 @@ def _scheduler(
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate times :func:`warmup_factor`: a linear warm-up over ``warmup_steps``
+    steps, then constant."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_factor(step, warmup_steps)
+    )
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -164,8 +178,19 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return start + (1 - start) * step / warmup_steps
 
 
-def _xavier_init(model: nn.Module) -> None:
+def xavier_init(model: nn.Module) -> None:
     """``d2l.train_ch6``'s initialisation: Xavier-uniform weights for convs and linears."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
             nn.init.xavier_uniform_(module.weight)
+
+
+def scale_lr(lr: float, batch_size: int, base_batch_size: int) -> float:
+    """The linear scaling rule (Goyal et al. 2017): when the batch grows k-fold, multiply the
+    learning rate by k. ``lr`` suits ``base_batch_size``; returns the rate for
+    ``batch_size``. With k times fewer steps per epoch, each step must go k times further."""
+    check_int("batch_size", batch_size)
+    check_int("base_batch_size", base_batch_size)
+    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number above 0, got {lr!r}.")
+    return lr * batch_size / base_batch_size

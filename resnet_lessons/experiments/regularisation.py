@@ -5,8 +5,8 @@ A student asked why the network uses no regulariser. The lecture's answer: batch
 the important one here; weight decay, dropout, noise and early stopping are the
 alternatives. This module holds the network and the measurements of notebook 07:
 
-* :func:`narrow_resnet`, a small ResNet (8 weighted layers) built from the package's own
-  :func:`~resnet_lessons.network.resnet_block`, with the two switches of
+* :func:`narrow_resnet` (:mod:`.narrow`), a small ResNet (8 weighted layers) built from the
+  package's own :func:`~resnet_lessons.network.resnet_block`, with the two switches of
   :func:`~resnet_lessons.resnet18`: ``dropout`` before the final linear layer and
   ``batch_norm=False``.
 * :func:`batch_norm_noise`: in training mode, batch norm normalises each image with the
@@ -20,8 +20,8 @@ alternatives. This module holds the network and the measurements of notebook 07:
 * :func:`train_steps` records the norm of those scale-invariant weights while training,
   with and without weight decay: the *effective learning rate* ``lr / ||w||^2`` of van
   Laarhoven (2017), "L2 Regularization versus Batch and Weight Normalization".
-* :func:`compare_regularisers` trains one network per setting and seed with
-  :func:`~resnet_lessons.train.fit` and returns a :class:`Comparison` (a tidy table,
+* :func:`compare_regularisers` (:mod:`.comparison`) trains one network per setting and seed
+  with :func:`~resnet_lessons.training.fit` and returns a :class:`Comparison` (a tidy table,
   mean and spread over seeds); :func:`plot_comparison` draws it. Early stopping (Goodfellow,
   Bengio and Courville 2016, *Deep Learning*, section 7.8) is ``fit(patience=...)`` on a
   validation split.
@@ -35,75 +35,43 @@ Nothing here seeds, prints or picks a device; the notebook does.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-import statistics
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import check_int
-from .blocks import Bottleneck, Residual, check_batch_norm, norm_layer
-from .data import FashionMNIST
-from .depth import shuffled_batches
-from .network import check_dropout, resnet_block
-from .recipes import Recipe
+from .._checks import check_int
+from ..blocks import Bottleneck, Residual
+from ..data import shuffled_batches
+from ..training.recipes import parameter_groups
+from ..training.steps import run_steps
+from .comparison import ROW_KEYS, Comparison, Setting, compare_regularisers, plot_comparison
+from .narrow import narrow_resnet
+
+__all__ = [
+    "OPTIMIZERS",
+    "ROW_KEYS",
+    "BatchNoise",
+    "Comparison",
+    "ScaleCheck",
+    "Setting",
+    "StepRun",
+    "activation_scales",
+    "adam_decay_step",
+    "batch_norm_noise",
+    "compare_regularisers",
+    "narrow_resnet",
+    "plot_comparison",
+    "scale_invariance",
+    "scale_invariant_weights",
+    "train_steps",
+]
 
 #: Optimisers :func:`train_steps` knows.
 OPTIMIZERS = ("sgd", "adam", "adamw")
-
-
-# --------------------------------------------------------------------------- the network
-
-
-def narrow_resnet(
-    width: int = 16,
-    *,
-    dropout: float = 0.0,
-    batch_norm: bool = True,
-    in_channels: int = 1,
-    num_classes: int = 10,
-) -> nn.Sequential:
-    """A small ResNet for CPU experiments: He et al.'s CIFAR layout with one block a stage.
-
-    Children: ``stem`` (3x3 conv with ``width`` channels, BN, ReLU), ``stage1`` ...
-    ``stage3`` (one :class:`~resnet_lessons.Residual` each, ``width``, ``2 * width``,
-    ``4 * width`` channels, the last two with stride 2), ``avgpool``, ``flatten``,
-    ``dropout`` (only when ``dropout > 0``), ``fc``: 8 weighted layers, 77,898 parameters at
-    ``width=16``. ``dropout`` and ``batch_norm`` mean what they mean for
-    :func:`~resnet_lessons.resnet18`.
-
-    Shapes: ``(N, in_channels, H, W) -> (N, num_classes)``; the stages see ``H``,
-    ``ceil(H / 2)``, ``ceil(H / 4)``.
-    """
-    check_int("width", width)
-    check_int("in_channels", in_channels)
-    check_int("num_classes", num_classes)
-    dropout = check_dropout(dropout)
-    check_batch_norm(batch_norm)
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["stem"] = nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1), norm_layer(width, batch_norm), nn.ReLU()
-    )  # (N, width, H, W)
-    channels = width
-    for i, factor in enumerate((1, 2, 4)):
-        out = width * factor
-        layers[f"stage{i + 1}"] = resnet_block(
-            channels, out, 1, first_block=i == 0, batch_norm=batch_norm
-        )
-        channels = out
-    layers["avgpool"] = nn.AdaptiveAvgPool2d((1, 1))  # (N, 4 * width, 1, 1)
-    layers["flatten"] = nn.Flatten()  # (N, 4 * width)
-    if dropout > 0:
-        layers["dropout"] = nn.Dropout(dropout)
-    layers["fc"] = nn.Linear(channels, num_classes)  # (N, num_classes)
-    return nn.Sequential(layers)
 
 
 # --------------------------------------------------------------------------- 1. BN's noise
@@ -323,12 +291,7 @@ def _make_optimizer(
     name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
     """The optimiser, with ``weight_decay`` on conv and linear weights only (as the recipes)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-    ]
+    groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adam":  # L2: weight_decay * w is added to the gradient, then normalised
@@ -394,17 +357,16 @@ def train_steps(
         run.all_norms.append(_norm(weights))
 
     generator = torch.Generator().manual_seed(seed)
-    batches = shuffled_batches(images.shape[0], batch_size, steps, generator)
+    indices = shuffled_batches(images.shape[0], batch_size, steps, generator)
     model.train()
     record(0)
-    for step, index in enumerate(batches, start=1):
-        loss = F.cross_entropy(model(images[index]), labels[index])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        run.losses.append(loss.item())
+
+    def after_step(step: int) -> None:
         if step % every == 0 or step == steps:
             record(step)
+
+    batches = ((images[i], labels[i]) for i in indices)
+    run.losses = run_steps(model, opt, batches, after_step=after_step)
     return run
 
 
@@ -426,221 +388,3 @@ def adam_decay_step(
     w.grad = torch.zeros_like(w)
     opt.step()
     return w.detach()
-
-
-# --------------------------------------------------------------------------- 4. side by side
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One column of the comparison: a network and recipe change from the base recipe.
-
-    ``dropout``, ``batch_norm``: the network (:func:`narrow_resnet`); ``weight_decay``,
-    ``noise``, ``lr``: the recipe (``None`` keeps the base recipe's ``lr``); ``patience``:
-    early stopping in :func:`~resnet_lessons.train.fit` (needs a validation split).
-    """
-
-    name: str
-    dropout: float = 0.0
-    batch_norm: bool = True
-    weight_decay: float = 0.0
-    noise: float = 0.0
-    lr: float | None = None
-    patience: int | None = None
-
-
-#: The keys of one row of a :class:`Comparison`.
-ROW_KEYS = ("setting", "seed", "test_acc", "train_acc", "gap", "epochs", "best_epoch", "seconds")
-
-
-@dataclass
-class Comparison:
-    """The side-by-side runs: ``rows``, one dict per (setting, seed) with :data:`ROW_KEYS`
-    (``train_acc`` is measured after training, in eval mode, on the training images;
-    ``gap = train_acc - test_acc``; ``epochs`` the epochs trained; ``best_epoch`` the epoch
-    whose weights were kept), and ``histories``, ``fit``'s history of each run, by
-    ``(setting name, seed)``."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    histories: dict[tuple[str, int], list[dict[str, float]]] = field(default_factory=dict)
-    setups: dict[str, Setting] = field(default_factory=dict)  # name -> the setting it ran
-
-    @property
-    def settings(self) -> list[str]:
-        """The setting names, in the order they were run."""
-        return list(dict.fromkeys(row["setting"] for row in self.rows))
-
-    def values(self, setting: str, key: str) -> list[float]:
-        """``key`` of every seed's run of ``setting``, in seed order."""
-        found = [row[key] for row in self.rows if row["setting"] == setting]
-        if not found:
-            raise KeyError(f"no runs of {setting!r}; the settings are {self.settings}.")
-        return found
-
-    def mean(self, setting: str, key: str) -> float:
-        return statistics.fmean(self.values(setting, key))
-
-    def spread(self, setting: str, key: str) -> float:
-        """The sample standard deviation over seeds (0 for a single seed)."""
-        values = self.values(setting, key)
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
-    def summary(self) -> list[dict[str, Any]]:
-        """One dict per setting: ``setting``, ``seeds``, and ``<key>_mean`` / ``<key>_spread``
-        for ``test_acc``, ``train_acc``, ``gap`` and ``epochs``."""
-        out = []
-        for name in self.settings:
-            entry: dict[str, Any] = {"setting": name, "seeds": len(self.values(name, "seed"))}
-            for key in ("test_acc", "train_acc", "gap", "epochs"):
-                entry[f"{key}_mean"] = self.mean(name, key)
-                entry[f"{key}_spread"] = self.spread(name, key)
-            out.append(entry)
-        return out
-
-    def format(self) -> str:
-        """The summary as a text table: mean +- standard deviation over the seeds."""
-        lines = [
-            f"{'setting':<16} {'seeds':>5}  {'test accuracy':>15}  {'train accuracy':>15}  "
-            f"{'train - test':>15}  {'epochs':>6}"
-        ]
-        for s in self.summary():
-            lines.append(
-                f"{s['setting']:<16} {s['seeds']:5d}  "
-                f"{s['test_acc_mean']:7.3f} +- {s['test_acc_spread']:.3f}  "
-                f"{s['train_acc_mean']:7.3f} +- {s['train_acc_spread']:.3f}  "
-                f"{s['gap_mean']:7.3f} +- {s['gap_spread']:.3f}  {s['epochs_mean']:6.1f}"
-            )
-        return "\n".join(lines)
-
-
-def compare_regularisers(
-    settings: Sequence[Setting],
-    data: FashionMNIST,
-    recipe: Recipe,
-    seeds: Sequence[int],
-    *,
-    width: int = 16,
-    reuse: Comparison | None = None,
-    on_run: Callable[[dict[str, Any]], None] | None = None,
-    test_each_epoch: bool = True,
-) -> Comparison:
-    """Train :func:`narrow_resnet` once per setting and seed with
-    :func:`~resnet_lessons.train.fit`; return the :class:`Comparison`.
-
-    Every run of one seed starts from the same seed (``torch.manual_seed(seed)`` before the
-    network is built, ``fit(seed=seed)`` for the batches), so settings differ only in what
-    the setting changes. ``data`` is a :class:`~resnet_lessons.data.FashionMNIST` (with a
-    validation split when any setting has ``patience``: every setting then trains on the
-    same images, and only early stopping looks at the split). ``recipe`` is the base
-    :class:`~resnet_lessons.recipes.Recipe`; a setting replaces its ``weight_decay``,
-    ``noise`` and ``lr``. Runs already in ``reuse`` (the same setting and seed; the base
-    recipe and data must be the same too) are taken from there instead of trained again.
-    ``on_run`` is called with each new row. ``test_each_epoch=False`` tests each run once,
-    at its end, instead of after every epoch (see :func:`~resnet_lessons.train.fit`): the
-    same runs and rows, only the histories' ``test_acc`` curves are missing; with a small
-    training set and a larger test set, much of a run's time was testing.
-    """
-    from .train import evaluate, fit  # train imports much; keep this module light
-
-    if not settings:
-        raise ValueError("settings is empty; pass at least one Setting.")
-    names = [s.name for s in settings]
-    if len(set(names)) != len(names):
-        raise ValueError(f"setting names must differ, got {names}.")
-    for seed in seeds:
-        check_int("seed", seed, 0)
-    if not seeds:
-        raise ValueError("seeds is empty; pass at least one seed, e.g. (0, 1, 2).")
-    done = {}
-    if reuse is not None:
-        for row in reuse.rows:
-            if reuse.setups.get(row["setting"]) in settings:  # the same name and fields
-                done[row["setting"], row["seed"]] = row
-    result = Comparison(setups={s.name: s for s in settings})
-    for seed in seeds:
-        for setting in settings:
-            key = (setting.name, seed)
-            if key in done:
-                result.rows.append(done[key])
-                result.histories[key] = reuse.histories[key]
-                continue
-            changes: dict[str, Any] = {
-                "name": setting.name,
-                "weight_decay": setting.weight_decay,
-                "noise": setting.noise,
-            }
-            if setting.lr is not None:
-                changes["lr"] = setting.lr
-            run_recipe = dataclasses.replace(recipe, **changes)
-            torch.manual_seed(seed)
-            model = narrow_resnet(width, dropout=setting.dropout, batch_norm=setting.batch_norm)
-            start = time.perf_counter()
-            extra = {} if setting.patience is None else {"patience": setting.patience}
-            history = fit(
-                model,
-                data,
-                run_recipe,
-                seed=seed,
-                device="cpu",
-                progress=False,
-                plot=False,
-                verbose=False,
-                test_each_epoch=test_each_epoch,
-                **extra,
-            )
-            train_acc = evaluate(
-                model, data.train_images, data.train_labels, resize=run_recipe.resize
-            )
-            # after early stopping the model holds the best epoch's weights, not the last's
-            test_acc = evaluate(model, data.test_images, data.test_labels, resize=run_recipe.resize)
-            row = {
-                "setting": setting.name,
-                "seed": seed,
-                "test_acc": test_acc,
-                "train_acc": train_acc,
-                "gap": train_acc - test_acc,
-                "epochs": len(history),
-                "best_epoch": getattr(history, "best_epoch", None) or len(history),
-                "seconds": time.perf_counter() - start,
-            }
-            result.rows.append(row)
-            result.histories[key] = list(history)
-            if on_run is not None:
-                on_run(row)
-    return result
-
-
-def plot_comparison(comparison: Comparison, title: str = "") -> Any:
-    """Two panels, one point per seed and the mean +- standard deviation per setting: test
-    accuracy (left) and the train - test gap (right), with the first setting's mean as a
-    dashed line to compare with. Returns the figure."""
-    from .plots import new_figure
-
-    fig, axes = new_figure(1, 2, figsize=(9, 3.2))
-    names = comparison.settings
-    for ax, key, label in zip(
-        axes, ("test_acc", "gap"), ("test accuracy", "train accuracy - test accuracy"), strict=True
-    ):
-        ax.axhline(comparison.mean(names[0], key), color="grey", lw=0.8, ls="--")
-        for i, name in enumerate(names):
-            values = comparison.values(name, key)
-            offsets = [i + 0.12 * (j - (len(values) - 1) / 2) for j in range(len(values))]
-            ax.plot(offsets, values, ".", color="grey", alpha=0.7, ms=6)
-            ax.errorbar(
-                i + 0.35,
-                comparison.mean(name, key),
-                yerr=comparison.spread(name, key),
-                fmt="o",
-                color="C0" if key == "test_acc" else "C1",
-                capsize=4,
-            )
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set(ylabel=label)
-        ax.grid(alpha=0.3, axis="y")
-    seeds = len(comparison.values(names[0], "seed"))
-    fig.suptitle(
-        title
-        or f"grey: one run per seed; coloured: mean \u00b1 std over {seeds} seeds; "
-        f"dashed: the mean of {names[0]!r}"
-    )
-    return fig

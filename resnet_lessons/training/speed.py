@@ -332,3 +332,12 @@ def pick_speedups(
         return Speedups(True, True, False, f"{info.kind} CPU: native bf16")
     why = f"{info.kind} CPU, no native bf16" if bf16 else f"{info.kind} CPU, float32 recipe"
     return Speedups(True, False, not native_bf16, why)
+
+
+def device_name(device: torch.device) -> str:
+    """How messages and records name a device: ``cpu (AVX2 CPU)``, ``cuda (NVIDIA H100 ...)``."""
+    if device.type == "cpu":
+        return f"cpu ({cpu_info().kind})"
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import check_int
-from .blocks import Residual
-from .network import resnet_block
+from .._checks import check_int
+from ..blocks import Residual
+from ..data import shuffled_batches
+from ..network import resnet_block
+from ..training.evaluation import outputs
+from ..training.steps import run_steps
 
 #: Channels of the three stages of He et al.'s CIFAR network at ``width=16``.
 STAGE_WIDTHS = (1, 2, 4)  # times ``width``: 16, 32, 64
@@ -328,42 +331,14 @@ def train_classifier(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     generator = torch.Generator().manual_seed(seed)
-    model.train()
-    losses: list[float] = []
-    for index in shuffled_batches(images.shape[0], batch_size, steps, generator):
-        loss = F.cross_entropy(model(images[index]), labels[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    indices = shuffled_batches(images.shape[0], batch_size, steps, generator)
+    return run_steps(model, optimizer, ((images[i], labels[i]) for i in indices))
 
 
-def shuffled_batches(
-    n: int, batch_size: int, steps: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """``steps`` batches of ``batch_size`` indices into ``n`` items, each ``(batch_size,)``:
-    a shuffled pass, then a new shuffle when fewer than ``batch_size`` items are left."""
-    order = torch.randperm(n, generator=generator)
-    position = 0
-    for _ in range(steps):
-        if position + batch_size > len(order):  # next epoch: a new shuffle
-            order = torch.randperm(n, generator=generator)
-            position = 0
-        yield order[position : position + batch_size]
-        position += batch_size
-
-
-@torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` the model classifies right, in eval mode (BN running
     statistics); restores the model's previous mode. ``(N, ...), (N,) -> float``."""
-    was_training = model.training
-    model.eval()
-    try:
-        return (model(images).argmax(dim=1) == labels).float().mean().item()
-    finally:
-        model.train(was_training)
+    return (outputs(model, images).argmax(dim=1) == labels).float().mean().item()
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:

@@ -51,14 +51,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """The random state of torch (CPU and CUDA) and Python, to store in a checkpoint."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` stored."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -66,13 +68,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_resumable(
+def check_resumable(
     state: dict[str, Any],
     recipe: Recipe,
     sizes: dict[str, int],
     seed: int,
     path: str | os.PathLike,
 ) -> None:
+    """Raise a ``ValueError`` naming every setting that differs from the checkpoint's."""
     saved = state["recipe"]
     now = dataclasses.asdict(recipe)
     changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
