@@ -18,9 +18,16 @@ from .runtime import resolve_device
 from .speed import native_bf16
 
 
+def autocast_dtype(device: torch.device | str, bf16: bool) -> torch.dtype | None:
+    """The dtype the forward pass is autocast to on ``device``: ``torch.bfloat16`` when the
+    recipe asks for ``bf16`` and the device computes it natively (a CUDA GPU with bf16, an
+    AVX-512 BF16 or AMX CPU), else ``None`` (float32; MPS always, emulated bf16 is slower)."""
+    return torch.bfloat16 if bf16 and native_bf16(device) else None
+
+
 def _autocast(device: torch.device, bf16: bool):
-    enabled = bf16 and native_bf16(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    dtype = autocast_dtype(device, bf16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()

@@ -57,6 +57,7 @@ from .recipes import (  # noqa: F401 (re-exported)
     _scheduler,
     _xavier_init,
     get_recipe,
+    recipe_for,
 )
 from .runtime import device_name, resolve_device  # noqa: F401 (re-exported)
 from .speed import Speedups, native_bf16, pick_speedups, use_small_map_convs
@@ -242,8 +243,7 @@ def fit(
         raise TypeError(f"plan must be a Plan from resnet_lessons.budget, got {plan!r}.")
     rank, world = distributed()
     device = resolve_device(device)
-    if world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    device = rank_device(device, rank, world)
     if recipe.batch_size < 2 * world:
         raise ValueError(
             f"batch_size={recipe.batch_size} leaves fewer than 2 images per process for "
@@ -278,6 +278,15 @@ def fit(
     finally:
         if speedups.small_maps:  # hand the model back as it came: plain nn.Conv2d layers
             use_small_map_convs(model, enable=False)
+
+
+def rank_device(device: torch.device, rank: int, world: int) -> torch.device:
+    """The device one process trains on: under torchrun (``world`` > 1) a plain ``cuda``
+    becomes this process's own GPU, ``cuda:LOCAL_RANK`` (``rank`` without ``LOCAL_RANK``);
+    anything else stays as it is."""
+    if world > 1 and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    return device
 
 
 def prepare_model(model: nn.Module, recipe: Recipe, device: torch.device) -> Speedups:
