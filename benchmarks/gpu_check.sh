@@ -18,7 +18,7 @@
 # package); the doctor step says where it looked.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.."  # VENV and OUT are relative to the checkout's root
 VENV="${VENV:-.venv}"
 OUT="${OUT:-runs/gpu_check}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-120}"          # seconds per step (doctor, epoch, torchrun)

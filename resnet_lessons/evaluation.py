@@ -7,6 +7,7 @@ bfloat16 autocast where it is native).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -25,9 +26,17 @@ def autocast_dtype(device: torch.device | str, bf16: bool) -> torch.dtype | None
     return torch.bfloat16 if bf16 and native_bf16(device) else None
 
 
-def _autocast(device: torch.device, bf16: bool):
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """The forward pass's context: ``torch.autocast`` to :func:`autocast_dtype` where there is
+    one, else nothing at all (PyTorch 2.2 refuses ``torch.autocast("mps")``, even disabled,
+    so an MPS run would stop at its first step)."""
     dtype = autocast_dtype(device, bf16)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+_autocast = autocast  # the name train and probing import
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ process group backend and the batch norm `--sync-bn` converts to. Running on the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from torch import nn
 
 from resnet_lessons import default_device, doctor, resnet18
 from resnet_lessons.doctor import check_hardware
-from resnet_lessons.evaluation import autocast_dtype
+from resnet_lessons.evaluation import autocast, autocast_dtype
 from resnet_lessons.parallel import AllReduceBatchNorm, backend_for, convert_sync_batchnorm
 from resnet_lessons.recipes import FAST, LECTURE, recipe_for
 from resnet_lessons.runtime import device_name, resolve_device
@@ -167,6 +168,18 @@ def test_bf16_autocast_only_where_it_is_native(monkeypatch):
     fake_mps(monkeypatch)
     assert native_bf16("mps") is False and autocast_dtype("mps", bf16=True) is None
     assert native_bf16("cuda") is False  # no CUDA at all
+
+
+def test_the_forward_pass_context_on_cuda_mps_and_cpu(monkeypatch):
+    fake_cuda(monkeypatch, H100)
+    context = autocast(torch.device("cuda"), bf16=True)
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+    assert isinstance(autocast(torch.device("cuda"), bf16=False), contextlib.nullcontext)
+    fake_mps(monkeypatch)
+    context = autocast(torch.device("mps"), bf16=True)  # torch 2.2 refuses autocast("mps")
+    assert isinstance(context, contextlib.nullcontext)
+    with context:
+        pass
 
 
 def test_autocast_dtype_on_this_cpu_follows_its_bf16_support():
