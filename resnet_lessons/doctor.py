@@ -89,7 +89,9 @@ def check_hardware() -> list[Check]:
     """The CPU (model, features, threads) and any GPU."""
     import torch
 
-    from .training.speed import cpu_info
+    from .runtime import default_device
+    from .training.recipes import recipe_for
+    from .training.speed import cpu_info, native_bf16
 
     info = cpu_info()
     features = ", ".join(info.features) or "none of " + ", ".join(("AVX2", "AVX-512", "NEON"))
@@ -101,12 +103,18 @@ def check_hardware() -> list[Check]:
             f"{features}; bf16 autocast {'native' if info.native_bf16 else 'not native (float32)'}",
         ),
     ]
-    if torch.cuda.is_available():
-        gpu = f"CUDA: {torch.cuda.get_device_name(0)} (notebook 05 runs the lecture's recipe)"
-    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        gpu = "Apple MPS (notebook 05 runs the lecture's recipe)"
+    device = default_device()
+    recipe = f"notebook 05 trains the {recipe_for(device).name} recipe"
+    if device.type == "cuda":
+        count, name = torch.cuda.device_count(), torch.cuda.get_device_name(0)
+        major, minor = torch.cuda.get_device_capability(0)
+        bf16 = "bf16 autocast native" if native_bf16(device) else "no native bf16 (float32)"
+        gpus = f"{count} x {name}" if count > 1 else name
+        gpu = f"CUDA: {gpus}, compute capability {major}.{minor}, {bf16}; {recipe}"
+    elif device.type == "mps":
+        gpu = f"Apple MPS, float32 (no bf16 autocast there); {recipe}"
     else:
-        gpu = "none: training runs on the CPU (notebook 05 trains on a time budget)"
+        gpu = f"none: training runs on the CPU; {recipe} on a time budget"
     checks.append(Check("gpu", True, gpu))
     return checks
 

@@ -19,11 +19,12 @@ The trainer imports the lecture's modules and never the experiments of notebooks
 from ..runtime import resolve_device
 from .budget import PROBE_MARGIN, Plan, measure_speed, plan_run
 from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
-from .evaluation import evaluate, predict, synchronize
+from .distributed import backend_for
+from .evaluation import autocast_dtype, evaluate, predict, synchronize
 from .live import in_notebook
 from .loop import HISTORY_KEYS, History, fit, prepare_model
-from .recipes import FAST, LECTURE, RECIPES, SCHEDULES, Recipe, get_recipe
-from .settings import RunSettings
+from .recipes import FAST, LECTURE, RECIPES, SCHEDULES, Recipe, get_recipe, recipe_for
+from .settings import RunSettings, rank_device
 from .speed import (
     Speedups,
     cpu_info,
@@ -46,6 +47,8 @@ __all__ = [
     "Recipe",
     "RunSettings",
     "Speedups",
+    "autocast_dtype",
+    "backend_for",
     "cpu_info",
     "device_name",
     "evaluate",
@@ -59,6 +62,8 @@ __all__ = [
     "plan_run",
     "predict",
     "prepare_model",
+    "rank_device",
+    "recipe_for",
     "resolve_device",
     "save_checkpoint",
     "synchronize",

@@ -212,6 +212,12 @@ def torchrun_world_size() -> int:
         ) from None
 
 
+def backend_for(device: torch.device | str) -> str:
+    """The process group backend :func:`process_group` joins for ``device``: ``"nccl"`` on
+    CUDA GPUs, ``"gloo"`` on anything else (CPU tensors)."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
 @contextlib.contextmanager
 def process_group(
     device: torch.device, timeout: float = DEFAULT_TIMEOUT
@@ -232,9 +238,7 @@ def process_group(
         return
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(
-        "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout)
-    )
+    dist.init_process_group(backend_for(device), timeout=timedelta(seconds=timeout))
     rank = dist.get_rank()
     try:
         yield rank, world

@@ -20,10 +20,21 @@ from ..runtime import resolve_device
 from .speed import native_bf16
 
 
-def autocast(device: torch.device, bf16: bool) -> torch.autocast:
-    """bfloat16 autocast on ``device`` when ``bf16`` is asked for and native there; else off."""
-    enabled = bf16 and native_bf16(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+def autocast_dtype(device: torch.device | str, bf16: bool) -> torch.dtype | None:
+    """The dtype the forward pass is autocast to on ``device``: ``torch.bfloat16`` when the
+    recipe asks for ``bf16`` and the device computes it natively (a CUDA GPU with bf16, an
+    AVX-512 BF16 or AMX CPU), else ``None`` (float32; MPS always, emulated bf16 is slower)."""
+    return torch.bfloat16 if bf16 and native_bf16(device) else None
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """The forward pass's context: ``torch.autocast`` to :func:`autocast_dtype` where there is
+    one, else nothing at all (PyTorch 2.2 refuses ``torch.autocast("mps")``, even disabled,
+    so an MPS run would stop at its first step)."""
+    dtype = autocast_dtype(device, bf16)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager

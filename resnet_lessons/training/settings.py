@@ -44,6 +44,15 @@ class RunSettings:
     started: float = 0.0  # time.perf_counter() when fit started: the budget counts from it
 
 
+def rank_device(device: torch.device, rank: int, world: int) -> torch.device:
+    """The device one process trains on: under torchrun (``world`` > 1) a plain ``cuda``
+    becomes this process's own GPU, ``cuda:LOCAL_RANK`` (``rank`` without ``LOCAL_RANK``);
+    anything else stays as it is."""
+    if world > 1 and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    return device
+
+
 def check_settings(
     settings: RunSettings, data: FashionMNIST, recipe: Recipe, device: torch.device | str | None
 ) -> RunSettings:
@@ -75,9 +84,7 @@ def check_settings(
     if plan is not None and not isinstance(plan, Plan):
         raise TypeError(f"plan must be a Plan from resnet_lessons.training.budget, got {plan!r}.")
     rank, world = distributed()
-    device = resolve_device(device)
-    if world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    device = rank_device(resolve_device(device), rank, world)
     if recipe.batch_size < 2 * world:
         raise ValueError(
             f"batch_size={recipe.batch_size} leaves fewer than 2 images per process for "

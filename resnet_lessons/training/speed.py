@@ -140,7 +140,12 @@ def native_bf16(device: torch.device | str) -> bool:
     recipe's ``bf16=True`` is ignored there."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        # bf16 tensor cores came with compute capability 8.0 (Ampere); on older GPUs it is
+        # emulated, which torch.cuda.is_bf16_supported() counts as support in newer PyTorch
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.version.hip is not None or major >= 8
     if device.type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so guarded
         return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
