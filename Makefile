@@ -10,7 +10,10 @@ PY     := $(BIN)/python
 # its 15 slowest tests (--durations=15).
 PYTEST_ARGS ?=
 
-.PHONY: lab test test-fast lint figures clean
+# The web book: static HTML of the notebooks with their saved outputs (nothing runs).
+SITE ?= build/site
+
+.PHONY: lab test test-fast lint figures site clean
 
 # Trusting the course's own notebooks lets JupyterLab draw their saved widgets
 # (the sliders of notebook 02) before any cell has run.
@@ -40,6 +43,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check resnet_lessons tests benchmarks
 
+# Warnings are errors: a broken cross-reference, a missing image, a broken local link.
+site: $(VENV)/.installed-book
+	$(BIN)/jupyter-book build . --config notebooks/_config.yml --toc notebooks/_toc.yml \
+		--path-output $(SITE) --all --warningiserror --keep-going --quiet
+	@echo "The web book is in $(SITE)/_build/html/ (open index.html, or publish the folder)"
+
 figures: $(VENV)/.installed-lab
 	$(PY) -m resnet_lessons figures --out img
 
@@ -52,9 +61,13 @@ $(VENV)/.installed-lab: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[lab]'
 	touch $@
 
+$(VENV)/.installed-book: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[book]'
+	touch $@
+
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@ $(VENV)/.installed-lab
+	touch $@ $(VENV)/.installed-lab $(VENV)/.installed-book
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -8,8 +8,10 @@ The convention (``slide_type`` in each cell's ``metadata.slideshow``), decided b
 * ``"subslide"``: markdown cells that start with a ``### `` heading (an experiment or an
   exercise inside a step: up/down under its step's slide, so a step is at most two
   screens wide);
-* ``"skip"``: code cells that only import or seed (nothing to show a room), and hidden
-  cells (``metadata.jupyter.source_hidden``: the exercises' worked solutions);
+* ``"skip"``: code cells that only import or seed (nothing to show a room), the setup
+  cell (its first line is a ``# Setup:`` comment: it finds the package and prints
+  nothing), and hidden cells (``metadata.jupyter.source_hidden``: the exercises' worked
+  solutions);
 * ``"fragment"``: every other code cell (the code and its output appear on the next key
   press, after the prose that sets it up);
 * ``"-"``: every other markdown cell (it continues the current slide).
@@ -63,7 +65,7 @@ def expected_slide_type(cell: dict, index: int) -> str:
             return "subslide"
         return "-"
     if cell["cell_type"] == "code":
-        return "skip" if _is_setup(source) else "fragment"
+        return "skip" if _is_setup(source) or source.startswith("# Setup:") else "fragment"
     return "-"
 
 
@@ -138,6 +140,7 @@ def test_the_convention_on_hand_made_cells():
     assert expected_slide_type(code("import torch\nfrom torch import nn"), 1) == "skip"
     assert expected_slide_type(code("from x import (\n    a,\n    b,\n)"), 1) == "skip"
     assert expected_slide_type(code("set_seed(0)"), 2) == "skip"
+    assert expected_slide_type(code("# Setup: find the package\nif x:\n    y()"), 1) == "skip"
     assert expected_slide_type(code("model = resnet18()"), 6) == "fragment"
     assert expected_slide_type(code("import time\n\nprint(time.time())"), 6) == "fragment"
     assert expected_slide_type(code("solution()", hidden=True), 7) == "skip"
