@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LECTURE = [f"{n:02d}" for n in range(1, 6)]  # notebooks 01-05 follow the lecture
+LECTURE = [f"{n:02d}" for n in range(1, 10)]  # the lecture (01-05) and its questions (06-09)
 SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "-", "notes"}
 _SETUP = re.compile(r"^(\s*$|\s*#.*$|(from \S+ )?import .*|set_seed\(.*\)|\s+.*,?|\).*)$")
 
@@ -87,7 +87,7 @@ def apply(path: Path) -> int:
     return changed
 
 
-def test_notebooks_01_to_05_exist():
+def test_notebooks_01_to_09_exist():
     assert [p.name[:2] for p in lecture_notebooks()] == LECTURE
 
 
