@@ -255,6 +255,13 @@ def browser_env(home: Path) -> dict[str, str]:
     return os.environ | {name: str(path) for name, path in dirs.items()}
 
 
+def launch_chromium(playwright, home: Path):
+    """Debian's Chromium, headless, with this machine's flags and a private home folder."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, env=browser_env(home)
+    )
+
+
 def _menu(page, menu: str, item: str) -> None:
     """Click a menu of JupyterLab's menu bar, then one of its items, as a student would."""
     page.locator(".lm-MenuBar-item", has_text=re.compile(f"^{menu}$")).click()
@@ -425,12 +432,7 @@ def test_stride_slider_updates_the_shape_readout(jupyterlab, tmp_path):
 
     url, token = jupyterlab
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            env=browser_env(tmp_path / "browser-home"),
-        )
+        browser = launch_chromium(playwright, tmp_path / "browser-home")
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             try:
@@ -535,12 +537,7 @@ def test_saved_widgets_show_one_note_instead_of_disconnected_icons(
     folder.mkdir(parents=True, exist_ok=True)
     base = tmp_path_factory.mktemp("jupyterlab-trusted")
     with running_jupyterlab(base, trusted=True) as (url, token), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            env=browser_env(tmp_path / "browser-home"),
-        )
+        browser = launch_chromium(playwright, tmp_path / "browser-home")
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             try:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, browser_env, require_browser
+from test_browser import launch_chromium, require_browser
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -199,12 +199,7 @@ def test_the_site_reads_offline_in_chromium(site, tmp_path):
     shots.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     with serving(site) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            env=browser_env(tmp_path / "browser-home"),
-        )
+        browser = launch_chromium(playwright, tmp_path / "browser-home")
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
