@@ -32,6 +32,9 @@ from typing import Any, NoReturn
 DIST_TIMEOUT = 600.0
 
 #: Files ``train`` writes in ``--out``.
+#: Live points a run takes by default, as many as a notebook's live plot
+#: (``resnet_lessons.training.epoch.LIVE_POINTS``; a test keeps the two equal).
+LIVE_POINTS = 20
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -112,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    train.add_argument(
+        "--live-points",
+        type=_non_negative_int,
+        default=LIVE_POINTS,
+        metavar="N",
+        help=f"points taken during the run for the training curves, as a notebook's live plot "
+        f"takes them (metrics.json's 'points'; a budget counts their time; default "
+        f"{LIVE_POINTS}, 0 for none)",
+    )
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar (one line per epoch)"
     )
@@ -265,6 +277,7 @@ def _train(args: argparse.Namespace) -> int:
             on_epoch=report,
             budget=None if args.minutes is None else args.minutes * 60,
             verbose=True,
+            live_points=args.live_points,
         )
         if rank == 0:
             chosen = {"batch_size": batch_size, "lr": lr, "schedule": recipe.schedule,
@@ -338,6 +351,7 @@ def _metrics(args, history, device, world, backend, model, data, chosen) -> dict
         "plan": plan.to_dict() if plan is not None else None,
         "plan_text": plan.describe() if plan is not None else None,
         "history": list(history),
+        "points": list(history.points),
         "test_acc": history[-1]["test_acc"],
         "processes": world,
         "backend": backend,

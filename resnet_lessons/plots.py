@@ -117,6 +117,66 @@ def plot_history(
     return fig
 
 
+def plot_live(
+    history: Sequence[Mapping[str, float]],
+    points: Sequence[Mapping[str, float]] = (),
+    *,
+    num_epochs: float | None = None,
+    reference: Sequence[Mapping[str, float]] | None = None,
+    reference_points: Sequence[Mapping[str, float]] | None = None,
+    reference_label: str = "reference run",
+) -> Figure:
+    """The live curves of a run, about 800 px wide for a projector: loss on the left, accuracy
+    on the right, each on its own labelled axis, the legend below both, clear of the data.
+
+    ``points`` are the live points ``fit`` takes during its epochs (``history.points``: the
+    training loss and accuracy since the previous point, the accuracy on a fixed subset of
+    the test images), drawn as lines; ``history`` (one dict per epoch) adds the whole test
+    set's accuracy at each epoch's end as large dots (and is drawn as lines when there are no
+    points). ``reference`` and ``reference_points``, a recorded run's, are drawn underneath
+    in grey. ``num_epochs`` fixes the x range. Returns the figure.
+    """
+    rows = _history_rows(history, "history")
+    live = _history_rows(points, "points")
+    ref_rows = _history_rows(reference or [], "reference")
+    ref_live = _history_rows(reference_points or [], "reference points")
+    fig, (loss_ax, acc_ax) = new_figure(1, 2, figsize=(8.0, 3.4))
+    grey = {"color": "0.65", "linewidth": 2.5, "alpha": 0.7}
+    ref_curve = ref_live or ref_rows
+    if ref_curve:
+        x = [row["epoch"] for row in ref_curve]
+        loss_ax.plot(x, [row["train_loss"] for row in ref_curve], "-", **grey)
+        acc_ax.plot(x, [row["train_acc"] for row in ref_curve], "--", **grey)
+        acc_ax.plot(x, [row["test_acc"] for row in ref_curve], "-", label=reference_label, **grey)
+    curve = live or rows
+    x = [row["epoch"] for row in curve]
+    loss = [row["train_loss"] for row in curve]
+    loss_ax.plot(x, loss, "-", color="C0", marker=".", label="train loss")
+    acc_ax.plot(x, [row["train_acc"] for row in curve], "--", color="C0", label="train acc")
+    test = "test acc (1,000 test images)" if live else "test acc"
+    acc_ax.plot(x, [row["test_acc"] for row in curve], "-", color="C1", marker=".", label=test)
+    ends = [row for row in rows if not math.isnan(row["test_acc"])]
+    if live and ends:
+        acc_ax.plot(
+            [row["epoch"] for row in ends],
+            [row["test_acc"] for row in ends],
+            "o",
+            color="C3",
+            markersize=8,
+            label="test acc, whole test set (epoch end)",
+        )
+    every = [row["epoch"] for row in (*curve, *ref_curve, *rows, *ref_rows)]
+    last = math.ceil(max([num_epochs or 0, *every, 1]))
+    for ax, label in ((loss_ax, "train loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, last * 1.03)
+        ax.set_xticks(_epoch_ticks(last) if last > 1 else [0, 0.5, 1])
+        ax.grid(True, alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=3, fontsize="small", frameon=False)
+    return fig
+
+
 def load_run(path: str | os.PathLike) -> dict:
     """A recorded run: the ``metrics.json`` that ``python -m resnet_lessons train`` writes
     (``recipe``, ``history``, and where it was measured: ``machine``, ``cpu_kind``,

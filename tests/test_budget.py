@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from resnet_lessons.training.budget import Plan, check_budget, format_seconds, make_plan, probe
+from resnet_lessons.training.epoch import LivePoints, live_steps
 
 
 class FakeClock:
@@ -100,6 +102,52 @@ def test_the_plan_reads_as_one_line():
         "(322 steps of 256, 2 tests, probe 9.0 s)"
     )
     assert plan(60, device="cuda (H100)").describe().startswith("this GPU trains")
+
+
+def test_the_live_points_are_paid_for_first():
+    """20 live points of 0.5 s each cost 10 s of the budget, whatever the steps: 20 steps of
+    0.5 s fewer, and the plan says so."""
+    without = plan(180, probe_seconds=9)
+    with_points = plan(180, probe_seconds=9, live_seconds=10)
+    assert with_points.steps == without.steps - 20
+    assert with_points.expected_seconds <= 180
+    assert "live points 10.0 s" in with_points.describe()
+    old = {k: v for k, v in with_points.to_dict().items() if k != "live_seconds"}
+    assert Plan.from_dict(old).live_seconds == 0  # a plan saved before live points
+    with pytest.raises(ValueError, match="the live points 200.0 s"):
+        plan(180, probe_seconds=9, live_seconds=200)
+
+
+def test_live_steps_spread_the_points_and_end_on_the_last_step():
+    assert live_steps(446, 20)[:3] == [22, 45, 67] and live_steps(446, 20)[-1] == 446
+    assert len(live_steps(446, 20)) == 20
+    assert live_steps(3, 20) == [1, 2, 3]  # fewer steps than points: one per step
+    assert live_steps(10, 0) == []
+
+
+def test_live_points_on_a_fake_clock():
+    """A point is the training since the previous one and a test of the subset; on an
+    epoch's last step it waits for the whole test set's accuracy."""
+    clock, tests, drawn = FakeClock(), [], []
+
+    def subset() -> float:
+        clock.advance(0.5)()
+        tests.append(1)
+        return 0.75
+
+    points: list = []
+    live = LivePoints([2, 4], 4, subset, points, draw=drawn.append, clock=clock)
+    live.start_epoch()
+    sums = {1: (2.0, 1, 8), 2: (3.0, 3, 16), 3: (4.5, 5, 24), 4: (5.0, 8, 32)}
+    for step, (loss, correct, count) in sums.items():
+        live.after_step(step, torch.tensor(loss), torch.tensor(correct), count)
+    assert points[0] == {"epoch": 0.5, "train_loss": 3.0 / 16, "train_acc": 3 / 16,
+                         "test_acc": 0.75}  # fmt: skip
+    assert points[1]["train_loss"] == 2.0 / 16 and points[1]["train_acc"] == 5 / 16
+    assert math.isnan(points[1]["test_acc"]) and len(tests) == 1 and len(drawn) == 1
+    live.end_epoch(0.8)
+    assert points[1]["test_acc"] == 0.8 and len(tests) == 1
+    assert live.seconds == 0.5  # what the points cost: one test of the subset
 
 
 def test_a_plan_survives_json_and_checkpoints():

@@ -183,6 +183,8 @@ def test_train_writes_metrics_and_a_checkpoint(tmp_path):
         assert set(entry) == {"epoch", "train_loss", "train_acc", "test_acc", "seconds"}
         assert 0 <= entry["test_acc"] <= 1 and entry["seconds"] > 0
     assert metrics["test_acc"] == metrics["history"][-1]["test_acc"]
+    assert len(metrics["points"]) >= 2 and metrics["points"][-1]["epoch"] == 2  # live points
+    assert metrics["points"][-1]["test_acc"] == metrics["test_acc"]  # the whole test set
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["history"] == metrics["history"]
     assert result.stdout.count("epoch ") == 2  # --no-progress: one line per epoch
@@ -552,3 +554,11 @@ def test_a_killed_worker_ends_a_two_node_run_with_a_clear_error(tmp_path):
     assert len(errors) == 1, stderr[-3000:]  # rank 0's one line says what happened
     assert "lost contact with the other processes" in errors[0]
     assert not (out / "metrics.json").exists()
+
+
+def test_the_command_line_takes_as_many_live_points_as_a_notebook():
+    """``train --live-points`` defaults to the live plot's number without importing torch."""
+    from resnet_lessons.__main__ import LIVE_POINTS
+    from resnet_lessons.training.epoch import LIVE_POINTS as DRAWN
+
+    assert LIVE_POINTS == DRAWN

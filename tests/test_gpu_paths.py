@@ -254,6 +254,7 @@ def test_sync_bn_under_gloo_is_the_all_reduce_batch_norm():
 # --------------------------------------------------------------------------- gpu_check.sh
 
 
+@pytest.mark.slow  # runs bash
 def test_gpu_check_stops_with_a_clear_message_without_a_gpu(tmp_path):
     """On a machine with no CUDA GPU (this one, or CI) the check says so and exits 2."""
     if torch.cuda.is_available():
@@ -275,6 +276,7 @@ def test_gpu_check_stops_with_a_clear_message_without_a_gpu(tmp_path):
     assert not (tmp_path / "out").exists()  # stopped before any step
 
 
+@pytest.mark.slow  # runs bash
 def test_gpu_check_names_a_missing_venv(tmp_path):
     env = {**os.environ, "VENV": str(tmp_path / "nowhere")}
     result = subprocess.run(
@@ -288,5 +290,6 @@ def test_gpu_check_names_a_missing_venv(tmp_path):
     assert f"no Python at {tmp_path / 'nowhere'}/bin/python" in result.stderr
 
 
+@pytest.mark.slow  # runs bash
 def test_gpu_check_is_valid_bash():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)

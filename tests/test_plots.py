@@ -16,6 +16,7 @@ from resnet_lessons.plots import (
     new_figure,
     plot_confusion_matrix,
     plot_history,
+    plot_live,
     run_label,
     show_images,
 )
@@ -103,6 +104,38 @@ def test_fractional_epochs_of_a_budget_fit_the_axes() -> None:
     fig = plot_history(history)
     low, high = fig.axes[0].get_xlim()
     assert low <= 0.4 <= high
+
+
+POINTS = [
+    {"epoch": e / 4, "train_loss": 1 / e, "train_acc": 0.5 + e / 40, "test_acc": 0.5 + e / 50}
+    for e in range(1, 13)
+]
+
+
+def test_the_live_plot_puts_loss_and_accuracy_on_their_own_labelled_axes() -> None:
+    fig = plot_live(HISTORY, POINTS, num_epochs=3)
+    loss_ax, acc_ax = fig.axes
+    assert (loss_ax.get_ylabel(), acc_ax.get_ylabel()) == ("train loss", "accuracy")
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["train loss"]
+    assert len(loss_ax.get_lines()[0].get_xdata()) == 12  # one per live point
+    labels = [line.get_label() for line in acc_ax.get_lines()]
+    assert labels == ["train acc", "test acc (1,000 test images)",
+                      "test acc, whole test set (epoch end)"]  # fmt: skip
+    assert list(acc_ax.get_lines()[2].get_ydata()) == [0.80, 0.86, 0.89]  # the epochs' tests
+    assert fig.get_size_inches()[0] * fig.dpi == 800  # wide enough for a projector
+    (legend,) = fig.legends  # below both axes, not over the curves
+    renders(fig)
+
+
+def test_the_live_plot_draws_a_recorded_run_underneath() -> None:
+    fig = plot_live([], POINTS[:2], num_epochs=3, reference=HISTORY, reference_points=POINTS,
+                    reference_label="rec")  # fmt: skip
+    loss_ax, acc_ax = fig.axes
+    assert len(loss_ax.get_lines()[0].get_xdata()) == 12  # the reference's points
+    assert [line.get_label() for line in acc_ax.get_lines()][:2] == ["_child0", "rec"]
+    assert acc_ax.get_lines()[1].get_color() == "0.65"
+    assert plot_live(HISTORY).axes[0].get_lines()[0].get_xdata().tolist() == [1, 2, 3]
+    renders(fig)
 
 
 def test_the_shipped_reference_run_says_where_it_ran() -> None:

@@ -338,9 +338,43 @@ def test_live_plot_when_asked(tiny, capsys):
     """plot=True draws the curves with IPython's display (here, outside a kernel, as text)."""
     pytest.importorskip("IPython")
     set_seed(0)
-    fit(resnet18(), tiny, TINY, progress=False, plot=True)
+    fit(resnet18(), tiny, TINY, progress=False, plot=True, live_points=0)
     out = capsys.readouterr().out
     assert out.count("IPython.core.display.Image") == 2  # shown, then updated, once per epoch
+
+
+@pytest.mark.slow
+def test_a_drawn_run_takes_live_points_between_its_epochs(tiny, capsys):
+    """plot=True takes 20 live points by default: a 2-epoch run of 4 steps each has 8 steps,
+    so every step is one; the points at the epochs' ends carry the whole test set's test."""
+    pytest.importorskip("IPython")
+    set_seed(0)
+    history = fit(resnet18(), tiny, TINY, progress=False, plot=True)
+    assert [p["epoch"] for p in history.points] == [0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
+    for point in history.points:
+        assert set(point) == {"epoch", "train_loss", "train_acc", "test_acc"}
+        assert 0 <= point["test_acc"] <= 1 and point["train_loss"] > 0
+    assert history.points[3]["test_acc"] == history[0]["test_acc"]  # epoch 1's whole test
+    assert history.points[-1]["test_acc"] == history[1]["test_acc"]
+    # drawn at every point but the epochs' last ones, and after each epoch: 6 + 2
+    assert capsys.readouterr().out.count("IPython.core.display.Image") == 8
+    # the training loss of the points, weighted by their steps, is the epoch's mean loss
+    assert sum(p["train_loss"] for p in history.points[:4]) / 4 == pytest.approx(
+        history[0]["train_loss"], rel=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_live_points_are_checkpointed_and_a_resumed_run_keeps_them(tiny, tmp_path):
+    path = tmp_path / "run.pt"
+    set_seed(0)
+    with pytest.raises(Killed):
+        fit(resnet18(), tiny, TINY, progress=False, checkpoint=path, live_points=4,
+            on_epoch=kill_after_first)  # fmt: skip
+    assert [p["epoch"] for p in load_checkpoint(path)["points"]] == [0.5, 1]
+    resumed = fit(resnet18(), tiny, TINY, progress=False, checkpoint=path, resume=True,
+                  live_points=4)  # fmt: skip
+    assert [p["epoch"] for p in resumed.points] == [0.5, 1, 1.5, 2]
 
 
 @pytest.mark.slow
@@ -349,7 +383,8 @@ def test_live_plot_shows_a_reference_before_the_first_epoch(tiny, capsys):
     set_seed(0)
     reference = {"recipe": "fast", "history": [dict(epoch=1, train_loss=1, train_acc=0.5,
                  test_acc=0.5)]}  # fmt: skip
-    fit(resnet18(), tiny, TINY, epochs=1, progress=False, plot=True, reference=reference)
+    fit(resnet18(), tiny, TINY, epochs=1, progress=False, plot=True, reference=reference,
+        live_points=0)  # fmt: skip
     assert capsys.readouterr().out.count("IPython.core.display.Image") == 2  # before + epoch 1
     with pytest.raises(TypeError, match="reference must be a recorded run"):
         fit(resnet18(), tiny, TINY, epochs=1, progress=False, plot=True, reference=[1])
@@ -654,3 +689,29 @@ def test_the_budget_counts_the_validation_images_too(tiny, monkeypatch):
     assert evaluation == pytest.approx(2.0 * 3)  # 128 test images: 3 batches of 50
     _, evaluation = probing.measure_speed(args[0], tiny.split_validation(120), *args[1:])
     assert evaluation == pytest.approx(2.0 * (3 + 3))  # and 120 validation images: 3 more
+
+
+def test_a_notebooks_progress_bar_is_one_line_that_ends_finished(monkeypatch):
+    """In a notebook the bar is one text output replaced in place, so the saved notebook
+    shows the finished bar (a widget's saved text would read 0%)."""
+    import IPython.display
+
+    from resnet_lessons.training.live import OutputLine
+
+    shown = []
+
+    class Handle:
+        def update(self, bundle, raw):
+            shown[-1] = bundle["text/plain"]
+
+    def display(bundle, raw, display_id):
+        shown.append(bundle["text/plain"])
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    line = OutputLine()
+    assert line.write("\rfast:   0%|   | 0/3") == len("\rfast:   0%|   | 0/3")
+    line.write("\rfast:  67%|## | 2/3")
+    line.write("\rfast: 100%|###| 3/3\n")
+    line.write("\n")  # nothing to show: the line stays
+    assert shown == ["fast: 100%|###| 3/3"]

@@ -50,7 +50,7 @@ from ..training.distributed import (
     torchrun_world_size,
 )
 from ..training.recipes import scale_lr, warmup_schedule
-from ..training.steps import run_steps
+from ..training.steps import run_steps, train_step
 from .world import LOCALHOST, WorkerError, run_world
 
 __all__ = [
@@ -302,9 +302,7 @@ def _time_case(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def ddp_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(ddp(x), y).backward()
-        optimizer.step()
+        train_step(ddp, optimizer, x, y)
 
     return {
         "compute": _median_seconds(compute, repeats),
@@ -323,9 +321,7 @@ def time_steps(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
-        optimizer.step()
+        train_step(model, optimizer, images, labels)
 
     return _median_seconds(step, repeats)
 

@@ -38,6 +38,7 @@ from ..data import MEAN, STD
 from ..network import ResNet, resnet18
 from ..plots import image_grid
 from ..training.evaluation import outputs
+from ..training.recipes import one_cycle_schedule
 from ..training.steps import run_steps
 
 #: The value of a black pixel after :func:`~resnet_lessons.data.prepare_batch` normalises
@@ -300,8 +301,10 @@ def fit_regression(
 ) -> list[float]:
     """Train ``model`` for ``steps`` optimizer steps on ``(inputs, targets)`` from ``batches``.
 
-    One loop for every regression model here: Adam(W), mean squared error, the learning
-    rate rising linearly over ``warmup`` steps and then falling to 0 along a cosine.
+    One loop for every regression model here: Adam(W), mean squared error, and ``fit``'s
+    one-cycle schedule (:func:`~resnet_lessons.training.recipes.one_cycle_schedule`): the
+    learning rate rises linearly from lr/25 over ``warmup`` steps, then falls along a cosine
+    to lr/25000 at the last step.
     ``batches`` is any iterable of ``(inputs, targets)`` pairs, e.g. a generator that draws
     fresh random rotations; it must yield at least ``steps`` of them. ``targets`` must have
     the model's output shape, ``(B, out_features)``.
@@ -316,13 +319,7 @@ def fit_regression(
     if warmup >= steps:
         raise ValueError(f"warmup ({warmup} steps) must be shorter than steps ({steps}).")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = one_cycle_schedule(optimizer, steps, warmup)  # fit's one-cycle schedule
     done = [0]  # steps taken, for the messages
 
     def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -17,20 +17,21 @@ into the plan: the one function ``fit``, the command line and the doctor plan a 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._checks import format_seconds
 from ..data import FashionMNIST, prepare_batch
 from .evaluation import autocast, predict, synchronize
-from .recipes import Recipe, make_optimizer
+from .recipes import Recipe, classification_loss, make_optimizer
 from .speed import Speedups
+from .steps import train_step
 
 __all__ = [
     "PROBE_FRACTION",
@@ -64,6 +65,7 @@ class Plan:
     steps_per_epoch: int  # optimizer steps in one pass over the training images
     steps: int  # optimizer steps planned: the one-cycle schedule spans exactly these
     device: str = "cpu"  # where it was measured, e.g. "cpu (AVX2)"
+    live_seconds: float = 0.0  # the live points' tests and drawings, all of them (estimated)
 
     @property
     def images_per_second(self) -> float:
@@ -92,6 +94,7 @@ class Plan:
             self.probe_seconds
             + self.steps * self.seconds_per_step
             + self.evaluations * self.seconds_per_eval
+            + self.live_seconds
         )
 
     def describe(self) -> str:
@@ -103,7 +106,8 @@ class Plan:
             f"{format_seconds(self.budget)} is ~{self.images:,} images, "
             f"{self.epochs:.1f} epochs ({self.steps} steps of {self.batch_size}, "
             f"{self.evaluations} test{'s' if self.evaluations != 1 else ''}, "
-            f"probe {self.probe_seconds:.1f} s)"
+            + (f"live points {self.live_seconds:.1f} s, " if self.live_seconds else "")
+            + f"probe {self.probe_seconds:.1f} s)"
         )
 
     def to_dict(self) -> dict[str, float | int | str]:
@@ -114,7 +118,7 @@ class Plan:
     def from_dict(cls, data: dict) -> Plan:
         """The inverse of :meth:`to_dict`; derived keys (``epochs``, ...) are ignored."""
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"device"}
+        missing = names - set(data) - {"device", "live_seconds"}
         if missing:
             raise ValueError(f"a stored plan lacks {', '.join(sorted(missing))}: {data!r}")
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -139,11 +143,13 @@ def make_plan(
     probe_seconds: float = 0.0,
     seconds_per_epoch_end: float = 0.0,
     device: str = "cpu",
+    live_seconds: float = 0.0,
 ) -> Plan:
     """The most optimizer steps that fit ``budget`` seconds.
 
-    Spent: the probe, ``steps * seconds_per_step``, and at the end of every (whole or last)
-    epoch one test (``seconds_per_eval``) plus ``seconds_per_epoch_end`` (a checkpoint).
+    Spent: the probe, ``live_seconds`` (the live points, however long the run), ``steps *
+    seconds_per_step``, and at the end of every (whole or last) epoch one test
+    (``seconds_per_eval``) plus ``seconds_per_epoch_end`` (a checkpoint).
     Pure arithmetic. Raises ``ValueError`` when not even one step and one test fit, with
     the shortest budget that would.
     """
@@ -153,6 +159,7 @@ def make_plan(
         ("seconds_per_eval", seconds_per_eval),
         ("probe_seconds", probe_seconds),
         ("seconds_per_epoch_end", seconds_per_epoch_end),
+        ("live_seconds", live_seconds),
     ):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
@@ -164,7 +171,7 @@ def make_plan(
             f"{batch_size}."
         )
     per_end = seconds_per_eval + seconds_per_epoch_end
-    left = budget - probe_seconds
+    left = budget - probe_seconds - live_seconds
     steps = 0
     # With t tests the run can take at most t epochs of steps; more tests leave less time.
     for tests in range(1, 100_000):
@@ -173,9 +180,11 @@ def make_plan(
             break
         steps = max(steps, min(fits, tests * steps_per_epoch))
     if steps < 1:
-        shortest = probe_seconds + seconds_per_step + per_end
+        shortest = probe_seconds + live_seconds + seconds_per_step + per_end
+        live = f", the live points {live_seconds:.1f} s" if live_seconds else ""
         raise ValueError(
-            f"a budget of {budget:g} s is too short here: the probe took {probe_seconds:.1f} s, "
+            f"a budget of {budget:g} s is too short here: the probe took {probe_seconds:.1f} s"
+            f"{live}, "
             f"one step takes {seconds_per_step:.2f} s and one test {seconds_per_eval:.1f} s; "
             f"give at least {math.ceil(shortest)} s."
         )
@@ -188,6 +197,7 @@ def make_plan(
         steps_per_epoch=steps_per_epoch,
         steps=steps,
         device=device,
+        live_seconds=live_seconds,
     )
 
 
@@ -279,17 +289,15 @@ def measure_speed(
     images, labels = data.train_images[:local], data.train_labels[:local].to(device)
     n_eval = min(recipe.eval_batch_size, len(data.test_labels))
 
+    loss_fn = classification_loss(recipe, 1 / local)  # fit's loss: the share's mean
+    forward_context = functools.partial(autocast, device, speedups.bf16)
+
     def step() -> None:
         copy_.train()
         x = prepare_batch(
             images, device, resize=recipe.resize, channels_last=speedups.channels_last
         )
-        with autocast(device, speedups.bf16):
-            scores = copy_(x)
-        loss = F.cross_entropy(scores.float(), labels, label_smoothing=recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(copy_, optimizer, x, labels, loss_fn, forward_context=forward_context)
         synchronize(device)
 
     def eval_batch() -> None:
@@ -322,6 +330,7 @@ def plan_run(
     world: int = 1,
     checkpoint: bool = False,
     device: str = "cpu",
+    live_seconds: float = 0.0,
 ) -> Plan:
     """The plan for training ``recipe`` on ``n_train`` images in ``budget`` seconds, from
     what :func:`measure_speed` measured: the one answer ``fit(budget=)``, ``python -m
@@ -337,4 +346,5 @@ def plan_run(
         probe_seconds=probe_seconds,
         seconds_per_epoch_end=0.5 if checkpoint else 0.0,
         device=device,
+        live_seconds=live_seconds,
     )

@@ -20,6 +20,7 @@ every global batch, and rank 0 alone logs, evaluates and writes checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -28,10 +29,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from ..data import FashionMNIST, iterate_batches, prepare_batch
+from ..data import FashionMNIST
 from .budget import PROBE_FRACTION, Plan, measure_speed, plan_run
 from .budget import steps_per_epoch as count_steps
 from .checkpoints import (
@@ -42,9 +42,10 @@ from .checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from .distributed import share
-from .evaluation import autocast, evaluate
-from .live import LivePlot, in_notebook, progress_bar, reference_curves
+from .epoch import LIVE_POINTS, LIVE_TEST_IMAGES, LivePoints, live_steps, subset_evaluator
+from .epoch import train_epoch as _train_epoch
+from .evaluation import evaluate
+from .live import LivePlot, in_notebook, progress_bar, reference_curves, time_one_drawing
 from .recipes import Recipe, get_recipe, make_optimizer, make_scheduler, xavier_init
 from .settings import RunSettings, check_settings
 from .speed import Speedups, device_name, native_bf16, pick_speedups, use_small_map_convs
@@ -58,9 +59,14 @@ class History(list):
     computed with.
     With early stopping (``fit(patience=...)``), ``best_epoch`` is the epoch whose weights the
     model was given back (the best validation accuracy) and ``stopped_early`` says whether
-    training stopped before its last epoch.
+    training stopped before its last epoch. ``points`` holds the live points taken during
+    the epochs (``fit(live_points=...)``; see :mod:`~resnet_lessons.training.epoch`): dicts
+    ``epoch`` (a fraction), ``train_loss`` and ``train_acc`` (over the steps since the
+    previous point), ``test_acc`` (on the first 1,000 test images; the whole test set at
+    an epoch's end).
     """
 
+    points: list[dict[str, float]] = []
     plan: Plan | None = None
     speedups: Speedups | None = None
     best_epoch: int | None = None
@@ -97,6 +103,7 @@ def fit(
     verbose: bool | None = None,
     patience: int | None = None,
     test_each_epoch: bool = True,
+    live_points: int | None = None,
 ) -> History:
     """Train ``model`` on ``data.train_*``, test on ``data.test_*`` after every epoch (or
     once, at the end, with ``test_each_epoch=False``).
@@ -141,6 +148,10 @@ def fit(
             comparisons that need only the final accuracy: training is the same, step for
             step, and a run on few training images no longer spends much of its time testing. A
             budget's plan still counts a test per epoch, so such a run ends early, not late.
+        live_points: how many points to take during the run for the live curves (training
+            loss and accuracy since the previous point, accuracy on a fixed subset of 1,000
+            test images), kept in ``history.points``; ``None`` takes 20 when the curves are
+            drawn and none otherwise. A budget's plan counts their time.
 
     How the numbers are computed is picked for the device (and said when ``progress``):
     see :func:`resnet_lessons.training.speed.pick_speedups`. The network and its float32 weights are
@@ -157,6 +168,9 @@ def fit(
     recipe = get_recipe(recipe)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "resize": resize}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if live_points is None:  # points when the curves are drawn
+        drawn = in_notebook() if plot is None else plot
+        live_points = LIVE_POINTS if drawn else 0
     settings = RunSettings(
         seed=seed,
         checkpoint=checkpoint,
@@ -170,6 +184,7 @@ def fit(
         verbose=progress if verbose is None else verbose,
         patience=patience,
         test_each_epoch=test_each_epoch,
+        live_points=live_points,
     )
     settings = check_settings(settings, data, recipe, device)
     started = time.perf_counter()  # a budget counts from here, preparing the model included
@@ -213,6 +228,7 @@ class _Run:
     plan: Plan | None
     best: dict[str, Any] | None  # early stopping: the best epoch so far and its weights
     sizes: dict[str, int]
+    live: LivePoints | None = None  # takes the live points (rank 0)
 
     @property
     def num_epochs(self) -> int:
@@ -225,6 +241,14 @@ def _fit(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSett
     world = settings.world
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     live = _live_plot(settings, run)
+    if settings.rank == 0 and settings.live_points:
+        run.live = LivePoints(
+            live_steps(run.total_steps, settings.live_points),
+            run.steps_per_epoch,
+            subset_evaluator(model, data, recipe, settings),
+            history.points,
+            draw=None if live is None else functools.partial(live.update, history),
+        )
     bar = progress_bar(settings, recipe, run.total_steps, len(history) * run.steps_per_epoch)
     try:
         last = run.num_epochs
@@ -234,8 +258,12 @@ def _fit(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSett
         for epoch in range(len(history) + 1, last + 1):
             start = time.perf_counter()
             steps = min(run.steps_per_epoch, run.total_steps - (epoch - 1) * run.steps_per_epoch)
-            loss, acc = _train_epoch(trained, data, recipe, settings, run, epoch, bar, steps)
+            loss, acc = _train_epoch(
+                trained, data, recipe, settings, run, epoch, bar, steps, run.live
+            )
             entry, stop = _end_epoch(model, data, recipe, settings, run, epoch, steps, last)
+            if run.live is not None:
+                run.live.end_epoch(entry["test_acc"])
             entry.update(train_loss=loss, train_acc=acc)
             entry["seconds"] = time.perf_counter() - start
             history.append(entry)
@@ -253,9 +281,9 @@ def _fit(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSett
         model.load_state_dict(run.best["model"])
         history.best_epoch = run.best["epoch"]
     if world > 1:
-        shared = [list(history)]
+        shared = [list(history), history.points]
         dist.broadcast_object_list(shared, src=0)
-        history[:] = shared[0]
+        history[:], history.points = shared
     return history
 
 
@@ -282,7 +310,7 @@ def _start(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSe
     total_steps = plan.steps if plan is not None else recipe.epochs * steps_per_epoch
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch, total_steps)
     history = History()
-    history.plan, history.speedups = plan, settings.speedups
+    history.plan, history.speedups, history.points = plan, settings.speedups, []
     if settings.rank == 0 and settings.verbose:
         where = device_name(settings.device)
         print(f"{recipe.name} recipe on {where}: {settings.speedups.describe()}", flush=True)
@@ -295,6 +323,7 @@ def _start(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSe
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         history.extend(dict(entry) for entry in state["history"])
+        history.points.extend(dict(point) for point in state.get("points", []))
         best = state.get("best")
     elif recipe.xavier_init:
         xavier_init(model)
@@ -327,7 +356,7 @@ def _live_plot(settings: RunSettings, run: _Run) -> LivePlot | None:
         return None
     live = LivePlot(run.total_steps / run.steps_per_epoch, reference_curves(settings.reference))
     if run.history or settings.reference is not None:  # the reference shows before epoch 1
-        live.update(run.history)
+        live.update(run.history, run.history.points)
     return live
 
 
@@ -399,6 +428,7 @@ def _after_epoch(
                 "scheduler": run.scheduler.state_dict(),
                 "rng": rng_state(),
                 "history": list(run.history),
+                "points": list(run.history.points),
                 "plan": run.plan.to_dict() if run.plan is not None else None,
                 "speedups": settings.speedups.describe(),
                 "patience": settings.patience,
@@ -406,7 +436,7 @@ def _after_epoch(
             },
         )
     if live is not None:
-        live.update(run.history)
+        live.update(run.history, run.history.points)
     if settings.on_epoch is not None:
         settings.on_epoch(entry)
 
@@ -414,79 +444,6 @@ def _after_epoch(
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of ``model``'s weights and buffers, on the CPU (the device keeps training)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _train_epoch(
-    model: nn.Module,
-    data: FashionMNIST,
-    recipe: Recipe,
-    settings: RunSettings,
-    run: _Run,
-    epoch: int,
-    bar: Any,
-    max_steps: int,
-) -> tuple[float, float]:
-    """One pass over the training images (or its first ``max_steps`` batches); returns
-    (mean loss, accuracy) over all ranks."""
-    device, speedups = settings.device, settings.speedups
-    rank, world = settings.rank, settings.world
-    optimizer, scheduler = run.optimizer, run.scheduler
-    model.train()
-    generator = torch.Generator().manual_seed(settings.seed * 1000 + epoch)  # same on every rank
-    batches = iterate_batches(
-        data.train_images, data.train_labels, recipe.batch_size, shuffle=True, generator=generator
-    )
-    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    count = steps = 0
-    for images, labels in batches:
-        n = labels.shape[0]
-        if n < 2 * world:  # a last batch too small to share: BN needs 2 images per rank
-            continue
-        if steps == max_steps:  # a time budget's last, partial epoch
-            break
-        steps += 1
-        part = share(n, rank, world)
-        x = prepare_batch(
-            images[part], device, resize=recipe.resize, channels_last=speedups.channels_last
-        )  # (n / world, 1, S, S)
-        if recipe.flip:  # random horizontal flips, drawn from the (checkpointed) torch RNG
-            mirror = torch.rand(x.shape[0]) < 0.5
-            x = torch.where(mirror.to(device)[:, None, None, None], x.flip(3), x)
-        if recipe.noise > 0:  # input noise, a regulariser; drawn from the checkpointed CPU RNG
-            noise = torch.randn(x.shape).to(device).contiguous(memory_format=_layout(x))
-            x = x + recipe.noise * noise  # the images are normalised: std 1 before the noise
-        y = labels[part].to(device, non_blocking=True)
-        with autocast(device, speedups.bf16):
-            scores = model(x)  # (n / world, 10)
-        losses = F.cross_entropy(
-            scores.float(), y, reduction="none", label_smoothing=recipe.label_smoothing
-        )
-        # sum / n * world: DDP averages gradients over ranks, so this gives the mean over
-        # the whole global batch even when the shares differ by one image
-        loss = losses.sum() * (world / n)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            loss_sum += losses.sum()
-            correct += (scores.argmax(1) == y).sum()
-        count += y.shape[0]
-        bar.update(1)
-    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(count, device=device)])
-    if world > 1:
-        on_gpu = dist.get_backend() == "nccl"  # nccl reduces GPU tensors, gloo CPU ones
-        totals = totals.to(device if on_gpu else "cpu")
-        dist.all_reduce(totals)
-    total_loss, total_correct, total_count = totals.tolist()
-    return total_loss / total_count, total_correct / total_count
 
 
 def _probe_and_plan(
@@ -500,6 +457,13 @@ def _probe_and_plan(
         limit = PROBE_FRACTION * budget - (time.perf_counter() - started)
         device, speedups = settings.device, settings.speedups
         per_step, per_eval = measure_speed(model, data, recipe, device, speedups, limit, world)
+        live_seconds = 0.0
+        if settings.live_points:  # each point tests the subset, and redraws the curves
+            n_test = len(data.test_labels)
+            per_point = per_eval * min(LIVE_TEST_IMAGES, n_test) / n_test
+            if settings.plot or (settings.plot is None and in_notebook()):
+                per_point += time_one_drawing()
+            live_seconds = settings.live_points * per_point
         shared[0] = plan_run(
             budget,
             recipe,
@@ -510,6 +474,7 @@ def _probe_and_plan(
             world=world,
             checkpoint=settings.checkpoint is not None,
             device=device_name(device),
+            live_seconds=live_seconds,
         )
     if world > 1:  # a Plan travels as plain data
         shared[0] = shared[0].to_dict() if settings.rank == 0 else None

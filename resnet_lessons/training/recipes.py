@@ -8,9 +8,11 @@ budget sizes either to the machine (:mod:`resnet_lessons.training.budget`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_int
@@ -143,27 +145,41 @@ def make_scheduler(
     steps_per_epoch: int,
     total_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning rate per step: constant; one cycle (linear warm-up from lr/25 to lr over
-    ``warmup`` of the steps, then a cosine down to lr/25000); or ``"warmup"``, the same linear
-    warm-up and then constant (Goyal et al. 2017's gradual warm-up, for a learning rate
-    scaled up with the batch). The steps span ``total_steps`` (a time budget's plan) or
-    ``recipe.epochs * steps_per_epoch``."""
+    """The recipe's learning rate per step: constant; ``"onecycle"``
+    (:func:`one_cycle_schedule`, warm-up over ``warmup`` of the steps); or ``"warmup"``, the
+    same linear warm-up and then constant (Goyal et al. 2017's gradual warm-up, for a
+    learning rate scaled up with the batch). The steps span ``total_steps`` (a time budget's
+    plan) or ``recipe.epochs * steps_per_epoch``."""
     total = recipe.epochs * steps_per_epoch if total_steps is None else total_steps
     if recipe.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     warmup = round(recipe.warmup * total)
-    end = 1 / 25e3
-
     if recipe.schedule == "warmup":
         return warmup_schedule(optimizer, warmup)
+    return one_cycle_schedule(optimizer, total, warmup)
 
-    def one_cycle(step: int) -> float:
-        if step < warmup:
-            return warmup_factor(step, warmup)
-        progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
+
+def one_cycle_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    *,
+    start: float = 1 / 25,
+    end: float = 1 / 25e3,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The package's one warm-up-and-cosine schedule, for ``fit`` and the regression fit
+    alike: the learning rate times :func:`warmup_factor` (from ``start`` up to 1) over
+    ``warmup_steps``, then down along a cosine to ``end`` at step ``total_steps - 1``, the
+    last step taken."""
+    span = max(1, total_steps - 1 - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_factor(step, warmup_steps, start)
+        progress = min(1.0, (step - warmup_steps) / span)
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def warmup_schedule(
@@ -176,13 +192,25 @@ def warmup_schedule(
     )
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
+def warmup_factor(step: int, warmup_steps: int, start: float = 1 / 25) -> float:
     """The learning rate's factor at ``step`` of a linear warm-up (Goyal et al. 2017): from
-    1/25 at step 0 up to 1 at ``warmup_steps``, and 1 from then on."""
+    ``start`` at step 0 up to 1 at ``warmup_steps``, and 1 from then on."""
     if step >= warmup_steps:
         return 1.0
-    start = 1 / 25
     return start + (1 - start) * step / warmup_steps
+
+
+def classification_loss(recipe: Recipe, scale: float) -> Callable:
+    """``fit``'s loss for one share of a batch: the cross-entropy of the float32 scores with
+    the recipe's label smoothing, summed over the share and times ``scale``."""
+
+    def loss_fn(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = F.cross_entropy(
+            scores.float(), labels, reduction="none", label_smoothing=recipe.label_smoothing
+        )
+        return losses.sum() * scale
+
+    return loss_fn
 
 
 def xavier_init(model: nn.Module) -> None:

@@ -37,6 +37,7 @@ class RunSettings:
     verbose: bool = True  # print what was picked for the device, and the plan
     patience: int | None = None  # early stopping after this many epochs without improvement
     test_each_epoch: bool = True  # False: test once, after the last epoch
+    live_points: int = 0  # points taken during the run for the live curves
     device: torch.device = torch.device("cpu")  # resolved from fit(device=...)
     rank: int = 0  # this process under torchrun
     world: int = 1  # the number of processes
@@ -75,6 +76,7 @@ def check_settings(
                 f"the {len(data.train_labels)} training images; the test set must not decide "
                 "when to stop."
             )
+    check_int("live_points", settings.live_points, 0)
     if not isinstance(settings.test_each_epoch, bool):
         raise TypeError(f"test_each_epoch must be True or False, got {settings.test_each_epoch!r}.")
     budget = settings.budget
