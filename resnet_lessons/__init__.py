@@ -1,9 +1,9 @@
 """resnet_lessons: the code shared by the ResNet lecture notebooks.
 
 Three parts, as the course has them: the lecture's modules here at the top (blocks, network,
-shapes, widgets, data, figures), the trainer in :mod:`resnet_lessons.training`, and the
-students' questions (notebooks 06-09) in :mod:`resnet_lessons.experiments`; the exercises'
-checkers are in :mod:`resnet_lessons.exercises`.
+shapes, readouts, widgets, data, figures), the trainer in :mod:`resnet_lessons.training`,
+and the students' questions (notebooks 06-09) in :mod:`resnet_lessons.experiments`; the
+exercises' checkers are in :mod:`resnet_lessons.exercises`.
 
 Nothing runs on import: no seeding, no device choice, no printing. Call
 :func:`set_seed` and :func:`default_device` yourself. Importing this package loads neither
@@ -26,18 +26,14 @@ from .network import (
     stem,
 )
 from .preactivation import PreActResidual
+from .readouts import ResidualShape, ResNetShapes, conv_formula, residual_shape, resnet_shapes
 from .runtime import default_device, set_seed
 from .shapes import (
     LayerShape,
-    ResidualShape,
-    ResNetShapes,
     ShapeTable,
     check_channel_progression,
-    conv_formula,
     conv_output_size,
     count_flops,
-    residual_shape,
-    resnet_shapes,
     trace_shapes,
 )
 from .stride_picture import stride_picture

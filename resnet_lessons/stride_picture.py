@@ -99,21 +99,75 @@ def stride_picture(
         f"aria-label='{html.escape(caption, quote=True)}'"
     )
     if size > MAX_DRAWN:
-        svg = (
-            f"<svg {attrs} xmlns='http://www.w3.org/2000/svg' width='{9 * len(caption)}' "
-            "height='44' "
-            "font-family='sans-serif' font-size='15'>"
-            f"<text x='0' y='18'>{html.escape(caption)}</text>"
-            f"<text x='0' y='38' fill='#616161'>(the picture is drawn for inputs up to "
-            f"{MAX_DRAWN}x{MAX_DRAWN}; move the input size down to see the windows)</text></svg>"
-        )
-        return StridePicture(size, kernel_size, stride, padding, out, out * out, shortcut**2, svg)
+        svg = _summary_svg(attrs, caption)
+    else:
+        svg = _drawn_svg(attrs, caption, size, kernel_size, stride, padding, use_1x1conv, cell)
+    return StridePicture(size, kernel_size, stride, padding, out, out * out, shortcut**2, svg)
 
+
+def _summary_svg(attrs: str, caption: str) -> str:
+    """The picture for an input above :data:`MAX_DRAWN`: the caption and why there is no grid."""
+    return (
+        f"<svg {attrs} xmlns='http://www.w3.org/2000/svg' width='{9 * len(caption)}' "
+        "height='44' "
+        "font-family='sans-serif' font-size='15'>"
+        f"<text x='0' y='18'>{html.escape(caption)}</text>"
+        f"<text x='0' y='38' fill='#616161'>(the picture is drawn for inputs up to "
+        f"{MAX_DRAWN}x{MAX_DRAWN}; move the input size down to see the windows)</text></svg>"
+    )
+
+
+def _drawn_svg(
+    attrs: str,
+    caption: str,
+    size: int,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    use_1x1conv: bool,
+    cell: int,
+) -> str:
+    """The three panels side by side: the padded input with every kernel position, the conv's
+    output, the 1x1 shortcut's samples and their output; the caption below."""
+    out = conv_output_size(size, kernel_size, stride, padding)
+    shortcut = conv_output_size(size, 1, stride, 0)
+    padded = size + 2 * padding
     gap, top = 2 * cell, 28  # space between panels; room for the titles
-    parts: list[str] = []
     x0 = 0
     # Panel 1: the padded input and every kernel position.
-    parts.append(_title(x0, f"input {size}x{size} + padding {padding}"))
+    parts = [_title(x0, f"input {size}x{size} + padding {padding}")]
+    parts += _padded_input(x0, top, size, padding, cell)
+    parts += _windows(x0, top, out, kernel_size, stride, cell)
+    x0 += padded * cell + gap
+    # Panel 2: the output of the 3x3 conv.
+    parts.append(_title(x0, f"output {out}x{out}"))
+    parts += _grid(x0, top, out, cell, highlight_first=True, cls="out")
+    x0 += max(out * cell, 4 * cell) + gap
+    # Panel 3: the 1x1 shortcut's samples on the unpadded input, and its output.
+    parts.append(
+        _title(x0, f"1x1 shortcut, stride {stride}" if use_1x1conv else "identity shortcut")
+    )
+    sample_top = top + padding * cell
+    parts += _samples(x0, sample_top, size, stride, cell)
+    x1 = x0 + size * cell + gap
+    parts.append(_title(x1, f"= {shortcut}x{shortcut}"))
+    parts += _grid(x1, sample_top, shortcut, cell, highlight_first=True, cls="shortcut-out")
+    width = x1 + max(shortcut * cell, 3 * cell) + 4
+    height = top + padded * cell + 34
+    parts.append(
+        f"<text x='0' y='{height - 10}' font-size='15' fill='#212121'>{html.escape(caption)}</text>"
+    )
+    width = max(width, 9 * len(caption))
+    return (
+        f"<svg {attrs} xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' font-family='sans-serif'>{''.join(parts)}</svg>"
+    )
+
+
+def _padded_input(x0: int, top: int, size: int, padding: int, cell: int) -> list[str]:
+    """The input's cells, padding cells grey, as ``padded x padded`` rectangles."""
+    padded = size + 2 * padding
+    parts = []
     for r in range(padded):
         for c in range(padded):
             is_pad = not (padding <= r < padding + size and padding <= c < padding + size)
@@ -122,6 +176,13 @@ def stride_picture(
                 f"y='{top + r * cell}' width='{cell}' height='{cell}' "
                 f"fill='{_PAD if is_pad else _CELL}' stroke='{_LINE}'/>"
             )
+    return parts
+
+
+def _windows(x0: int, top: int, out: int, kernel_size: int, stride: int, cell: int) -> list[str]:
+    """Every position of the kernel (the first filled, the others outlined), a dot at each
+    centre."""
+    parts = []
     inset = max(2, cell // 6)
     for i in range(out):
         for j in range(out):
@@ -144,16 +205,12 @@ def stride_picture(
                 f"<circle class='centre' cx='{x + centre}' cy='{y + centre}' "
                 f"r='{max(2, cell // 6)}' fill='{_HIGHLIGHT if first else _WINDOW}'/>"
             )
-    x0 += padded * cell + gap
-    # Panel 2: the output of the 3x3 conv.
-    parts.append(_title(x0, f"output {out}x{out}"))
-    parts += _grid(x0, top, out, cell, highlight_first=True, cls="out")
-    x0 += max(out * cell, 4 * cell) + gap
-    # Panel 3: the 1x1 shortcut's samples on the unpadded input, and its output.
-    parts.append(
-        _title(x0, f"1x1 shortcut, stride {stride}" if use_1x1conv else "identity shortcut")
-    )
-    sample_top = top + padding * cell
+    return parts
+
+
+def _samples(x0: int, top: int, size: int, stride: int, cell: int) -> list[str]:
+    """The unpadded input with every ``stride``-th pixel (the 1x1 shortcut's reads) filled."""
+    parts = []
     for r in range(size):
         for c in range(size):
             sampled = r % stride == 0 and c % stride == 0
@@ -161,24 +218,11 @@ def stride_picture(
             colour = _HIGHLIGHT if first else _SAMPLE
             parts.append(
                 f"<rect class='{'sampled' if sampled else 'pixel'}' x='{x0 + c * cell}' "
-                f"y='{sample_top + r * cell}' width='{cell}' height='{cell}' "
+                f"y='{top + r * cell}' width='{cell}' height='{cell}' "
                 f"fill='{colour if sampled else _CELL}' fill-opacity='{0.8 if sampled else 1}' "
                 f"stroke='{_LINE}'/>"
             )
-    x1 = x0 + size * cell + gap
-    parts.append(_title(x1, f"= {shortcut}x{shortcut}"))
-    parts += _grid(x1, sample_top, shortcut, cell, highlight_first=True, cls="shortcut-out")
-    width = x1 + max(shortcut * cell, 3 * cell) + 4
-    height = top + padded * cell + 34
-    parts.append(
-        f"<text x='0' y='{height - 10}' font-size='15' fill='#212121'>{html.escape(caption)}</text>"
-    )
-    width = max(width, 9 * len(caption))
-    svg = (
-        f"<svg {attrs} xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' font-family='sans-serif'>{''.join(parts)}</svg>"
-    )
-    return StridePicture(size, kernel_size, stride, padding, out, out * out, shortcut**2, svg)
+    return parts
 
 
 def _title(x: float, text: str) -> str:

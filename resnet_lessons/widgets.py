@@ -1,4 +1,4 @@
-"""Live shape explorers for JupyterLab: sliders wired to the pure functions in ``shapes.py``.
+"""Live shape explorers for JupyterLab: sliders wired to the pure functions in ``readouts.py``.
 
 * :func:`residual_explorer`: one :class:`~resnet_lessons.Residual` block. Sliders for
   the input size, the channels in and out and the stride, a checkbox for the 1x1
@@ -33,7 +33,8 @@ from torch import nn
 
 from .exercises import check_shape
 from .network import ResNet, resnet18
-from .shapes import ResidualShape, ResNetShapes, format_shape, residual_shape, resnet_shapes
+from .readouts import ResidualShape, ResNetShapes, residual_shape, resnet_shapes
+from .shapes import format_shape
 from .stride_picture import stride_picture
 
 _STYLE = {"description_width": "8em"}

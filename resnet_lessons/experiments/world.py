@@ -74,23 +74,7 @@ def run_world(
             code and signal are); the other workers are stopped.
         TimeoutError: not every worker finished within ``timeout`` seconds.
     """
-    check_int("world_size", world_size, 1)
-    check_int("threads", threads, 1)
-    qualname = getattr(fn, "__qualname__", "<lambda>")
-    if not callable(fn) or "<lambda>" in qualname or "<locals>" in qualname:
-        raise TypeError(
-            f"fn must be a module-level function (the workers import it by name), got {fn!r}."
-        )
-    main = sys.modules.get("__main__")
-    if getattr(fn, "__module__", None) == "__main__" and not hasattr(main, "__file__"):
-        raise TypeError(
-            f"{fn.__name__} is defined in a notebook or an interactive session, so the worker "
-            "processes cannot import it. Put it in a module (a .py file) and import it from there."
-        )
-    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout!r}.")
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend must be 'gloo' (CPUs) or 'nccl' (GPUs), got {backend!r}.")
+    _check_world(fn, world_size, timeout, threads, backend)
 
     # The parent hosts the rendezvous store on a port the OS picks: no port can be taken twice.
     store = dist.TCPStore(
@@ -124,6 +108,30 @@ def run_world(
             process.join(timeout=10)
         results.close()
         del store
+
+
+def _check_world(
+    fn: Callable[..., Any], world_size: int, timeout: float, threads: int, backend: str
+) -> None:
+    """Refuse what :func:`run_world` cannot run, before any process starts: a function the
+    spawned workers cannot import by name, a timeout or a backend that makes no sense."""
+    check_int("world_size", world_size, 1)
+    check_int("threads", threads, 1)
+    qualname = getattr(fn, "__qualname__", "<lambda>")
+    if not callable(fn) or "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(
+            f"fn must be a module-level function (the workers import it by name), got {fn!r}."
+        )
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" and not hasattr(main, "__file__"):
+        raise TypeError(
+            f"{fn.__name__} is defined in a notebook or an interactive session, so the worker "
+            "processes cannot import it. Put it in a module (a .py file) and import it from there."
+        )
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout!r}.")
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"backend must be 'gloo' (CPUs) or 'nccl' (GPUs), got {backend!r}.")
 
 
 def _worker(
