@@ -312,8 +312,9 @@ def plot_zoo(table: ZooTable, *, figsize: tuple[float, float] = (8.0, 5.0)) -> F
     fig, ax = new_figure(figsize=figsize)
     for version, style, color in (("V1", "o-", "C0"), ("V2", "s--", "C1")):
         rows = [r for r in table if r.model in RESNETS and r.version == version]
+        depths = f"{rows[0].network} to {rows[-1].network.removeprefix('ResNet-')}"
         ax.plot([r.gflops for r in rows], [r.top1 for r in rows], style, color=color,
-                markersize=7, label=f"ResNet-18 to 152, {version} weights")  # fmt: skip
+                markersize=7, label=f"{depths}, {version} weights")  # fmt: skip
         for r in rows:
             offset = _OFFSETS.get((r.model, version), (6, -8))
             _label(ax, r.gflops, r.top1, r.network.removeprefix("ResNet-"), offset)
