@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -46,6 +47,21 @@ ARCHITECTURES: dict[int, tuple[BlockType, tuple[int, int, int, int]]] = {
 
 #: Channels of the four stages: they double while the height and width halve.
 STAGE_CHANNELS = (64, 128, 256, 512)
+
+Downsample = Literal["start", "end"]
+#: Where a stage halves the size: in its first block (ResNet's rule) or in its last.
+DOWNSAMPLE_PLACES: tuple[str, ...] = ("start", "end")
+
+
+def check_downsample(downsample: object) -> str:
+    """Return ``downsample`` if it is ``"start"`` or ``"end"``; else raise with the fix."""
+    if downsample not in DOWNSAMPLE_PLACES:
+        raise ValueError(
+            f"downsample={downsample!r} is not a place in the stage; use 'start' (the first "
+            "block halves the size: ResNet's rule) or 'end' (the last block does, so the "
+            "blocks before it run on the full-size map)."
+        )
+    return str(downsample)
 
 
 def check_dropout(dropout: object) -> float:
@@ -96,6 +112,7 @@ def resnet_block(
     block: BlockType = Residual,
     variant: Variant = "lecture",
     batch_norm: bool = True,
+    downsample: Downsample = "start",
 ) -> nn.Sequential:
     """One stage: ``num_residuals`` blocks; the first one downsamples unless ``first_block``.
 
@@ -110,15 +127,21 @@ def resnet_block(
 
     Shapes: ``(N, in_channels, H, W) -> (N, out_channels * expansion, H', W')`` with
     ``H' = H`` if ``first_block`` else ``ceil(H / 2)``. ``batch_norm`` goes to every block.
+
+    ``downsample="end"`` builds the variant the lecture warns against, for comparison: the
+    first block changes the channels at full size (stride 1) and the *last* block halves
+    the size (stride 2, with its own 1x1 conv), so every block before it runs on the
+    full-size map: the same output shape, more FLOPs. With one block the two coincide.
     """
     check_int("in_channels", in_channels)
     check_int("out_channels", out_channels)
     check_int("num_residuals", num_residuals)
     check_batch_norm(batch_norm)
+    halving = 0 if check_downsample(downsample) == "start" else num_residuals - 1
     blocks = []
     channels = in_channels
     for i in range(num_residuals):
-        stride = 2 if i == 0 and not first_block else 1
+        stride = 2 if i == halving and not first_block else 1
         use_1x1conv = stride != 1 or channels != out_channels * block.expansion
         blocks.append(
             block(

@@ -3,6 +3,7 @@ each deliberately wrong implementation gets exactly the hint for its mistake."""
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -412,6 +413,83 @@ def test_stage_builder_passes_the_reference_and_a_rewrite():
 )
 def test_each_stage_mistake_gets_exactly_its_hint(hint):
     assert_hint(check_resnet_block(student_stage(hint)), hint)
+
+
+def halves_in_the_last_block(in_channels, out_channels, num_residuals, first_block=False):
+    """The first block changes the channels at full size; the last one halves the size."""
+    blocks = [Residual(in_channels, out_channels, use_1x1conv=in_channels != out_channels)]
+    for i in range(1, num_residuals):
+        last = i == num_residuals - 1 and not first_block
+        blocks.append(Residual(out_channels, out_channels, use_1x1conv=last, stride=1 + last))
+    return nn.Sequential(*blocks)
+
+
+def test_downsampling_at_the_end_of_the_stage_is_named_with_the_block_and_the_fix():
+    feedback = check_resnet_block(halves_in_the_last_block)
+    assert_hint(feedback, "downsample_at_end")
+    assert "resnet_block(4, 8, 2, first_block=False)" in feedback.message
+    assert "the first block gives (2, 8, 8, 8)" in feedback.message  # its output, full size
+    assert "block 2 of 2 (the last) halves it to 4x4" in feedback.message
+    assert "stride=2 and use_1x1conv=True" in feedback.message  # the fix
+    assert "Right" not in feedback.message
+    assert_hint(check_resnet_block(partial(resnet_block, downsample="end")), "downsample_at_end")
+
+
+def test_downsampling_in_a_middle_block_names_that_block():
+    def halves_in_the_middle(in_channels, out_channels, num_residuals, first_block=False):
+        if num_residuals != 3:  # right on the stages of two blocks
+            return resnet_block(in_channels, out_channels, num_residuals, first_block)
+        blocks = [Residual(in_channels, out_channels, use_1x1conv=in_channels != out_channels)]
+        for i in range(1, num_residuals):
+            down = i == 1 and not first_block
+            blocks.append(Residual(out_channels, out_channels, down, 1 + down))
+        return nn.Sequential(*blocks)
+
+    feedback = check_resnet_block(halves_in_the_middle)
+    assert_hint(feedback, "downsample_at_end")
+    assert "resnet_block(4, 8, 3, first_block=False)" in feedback.message
+    assert "block 2 of 3 halves it to 4x4" in feedback.message
+
+
+def test_stage_praise_states_what_was_checked():
+    praise = check_resnet_block(resnet_block).message
+    assert praise.startswith("Right on 4 stages, checked block by block")
+    assert "the first block gives the stage's output shape" in praise
+    assert "the blocks after it keep that shape" in praise
+
+    class Wrapped(nn.Module):  # right output, but its blocks are hidden from the checker
+        def __init__(self, *args):
+            super().__init__()
+            self.body = resnet_block(*args)
+
+        def forward(self, x):
+            return self.body(x)
+
+    hidden = check_resnet_block(lambda *args: Wrapped(*args))
+    assert_passes(hidden)
+    assert "each gives the right output shape" in hidden.message
+    assert "not checked one by one" in hidden.message
+    assert "first block" not in hidden.message  # it could not see which block downsamples
+
+
+def test_a_later_block_with_another_shape_is_named():
+    def widens_then_narrows(in_channels, out_channels, num_residuals, first_block=False):
+        stride = 1 if first_block else 2
+        blocks = [
+            Residual(in_channels, out_channels, in_channels != out_channels or stride > 1, stride)
+        ]
+        if num_residuals == 3:  # a middle block with twice the channels, then back
+            blocks += [
+                Residual(out_channels, 2 * out_channels, True),
+                Residual(2 * out_channels, out_channels, True),
+            ]
+        else:
+            blocks += [Residual(out_channels, out_channels) for _ in range(num_residuals - 1)]
+        return nn.Sequential(*blocks)
+
+    feedback = check_resnet_block(widens_then_narrows)
+    assert_hint(feedback, "wrong_shape")
+    assert "block 2 of 3 gives (2, 16, 4, 4)" in feedback.message
 
 
 def test_stage_builder_reports_stubs_and_wrong_returns():

@@ -26,32 +26,47 @@ def check_resnet_block(fn: Callable[..., nn.Module] | None) -> Feedback:
 
     Each stage runs on a small batch ``(2, C_in, H, H)``: it must give
     ``(2, out_channels, H', H')`` with ``H' = H`` when ``first_block`` else ``ceil(H / 2)``,
-    and hold ``num_residuals`` blocks. Hints: downsampling in every block instead of the
-    first, downsampling in the first stage too (the ``first_block`` rule), no downsampling
-    at all, channels not changed by the first block, the 1x1 conv missing, the wrong
-    number of blocks.
+    and hold ``num_residuals`` blocks. When the stage is an ``nn.Sequential`` each block's
+    output is checked too: the first block already gives that shape and the others keep
+    it. Hints: downsampling in every block instead of the first, downsampling in a later
+    block than the first (at the end of the stage), downsampling in the first stage too
+    (the ``first_block`` rule), no downsampling at all, channels not changed by the first
+    block, the 1x1 conv missing, the wrong number of blocks. The praise says only what
+    was checked.
     """
     name = "resnet_block"
     if fn is None or fn is Ellipsis:
         return not_done(name, "your stage builder")
     if not callable(fn):
         return failure(name, "wrong_type", f"Pass your function itself; got {fn!r}.")
+    by_block = True  # whether every stage's blocks could be checked one by one
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for c_in, c_out, n, first_block, size in _STAGE_CASES:
             result = _check_stage(fn, c_in, c_out, n, first_block, size)
-            if result is not None:
+            if isinstance(result, Feedback):
                 return result
+            by_block = by_block and result
+    cases = f"Right on {len(_STAGE_CASES)} stages"
+    if not by_block:
+        return success(
+            name,
+            f"{cases}: each gives the right output shape. Their blocks were not checked one "
+            "by one (a stage is not an nn.Sequential of blocks here), so neither their "
+            "number nor which block downsamples was.",
+        )
     return success(
         name,
-        f"Right on {len(_STAGE_CASES)} stages: the first block changes the channels and "
-        "halves the size (unless first_block), the others keep the shape.",
+        f"{cases}, checked block by block: each holds num_residuals blocks, the first block "
+        "gives the stage's output shape (out_channels, half the size unless first_block) "
+        "and the blocks after it keep that shape.",
     )
 
 
 def _check_stage(
     fn: Callable[..., nn.Module], c_in: int, c_out: int, n: int, first_block: bool, size: int
-) -> Feedback | None:
+) -> Feedback | bool:
+    """The mistake found in one stage, or whether its blocks were checked one by one."""
     name = "resnet_block"
     call = f"resnet_block({c_in}, {c_out}, {n}, first_block={first_block})"
     try:
@@ -99,7 +114,8 @@ def _check_stage(
             h.remove()
     if not isinstance(out, torch.Tensor):
         return failure(name, "wrong_return", f"{call} returned {type(out).__name__} on a batch.")
-    return _stage_shape_mistake(call, c_in, c_out, first_block, size, blocks, shapes, out)
+    mistake = _stage_shape_mistake(call, c_in, c_out, first_block, size, blocks, shapes, out)
+    return mistake if mistake is not None else bool(blocks) and len(shapes) == len(blocks)
 
 
 def _stage_shape_mistake(
@@ -141,6 +157,9 @@ def _stage_shape_mistake(
             f"{call} gives {tuple(out.shape)}: nothing halves the size. The first block of a "
             "stage (unless first_block=True) uses stride=2 and use_1x1conv=True.",
         )
+    late = _late_downsample(call, first_block, size, h, shapes)
+    if late is not None:
+        return late
     if shapes and c_in != c_out and shapes[0][1] == c_in:
         return failure(
             name,
@@ -155,4 +174,37 @@ def _stage_shape_mistake(
             "wrong_shape",
             f"{call} on {(2, c_in, size, size)} gives {tuple(out.shape)}; it should give {want}.",
         )
+    for i, shape in enumerate(shapes):
+        if shape != want:
+            return failure(
+                name,
+                "wrong_shape",
+                f"In {call} block {i + 1} of {len(shapes)} gives {shape}; every block of the "
+                f"stage should give {want}: the first sets the shape, the others keep it.",
+            )
     return None
+
+
+def _late_downsample(
+    call: str, first_block: bool, size: int, h: int, shapes: list[tuple[int, ...]]
+) -> Feedback | None:
+    """The size halved by a later block than the first: downsampling at the end of the stage."""
+    if first_block or h == size or len(shapes) < 2 or any(len(s) != 4 for s in shapes):
+        return None
+    first = shapes[0]
+    if first[2] != size:  # the first block changed the size itself
+        return None
+    halving = next((i for i, s in enumerate(shapes) if s[2] < size), None)
+    if halving is None:
+        return None
+    where = f"block {halving + 1} of {len(shapes)}"
+    where += " (the last)" if halving == len(shapes) - 1 else ""
+    return failure(
+        "resnet_block",
+        "downsample_at_end",
+        f"In {call} the first block gives {first}: it keeps the full {size}x{size} size, and "
+        f"{where} halves it to {shapes[halving][2]}x{shapes[halving][3]}: the stage "
+        "downsamples at its end. ResNet halves at the start, so that every block after the "
+        "first runs on the smaller map, for fewer FLOPs. Fix: give the first block stride=2 "
+        "and use_1x1conv=True, and the others stride 1.",
+    )
