@@ -21,10 +21,10 @@ lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# Threads sleep instead of spinning while they wait: the tests run several PyTorch
-# processes at once (notebook kernels, torchrun), and spinning threads on a busy
-# 2-core machine made them 30-70x slower.
-test: export OMP_WAIT_POLICY ?= PASSIVE
+# No OMP_WAIT_POLICY=PASSIVE here: it made the notebooks' small-network training 1.6x
+# slower (notebook 03: 95 s against 59 s on a 2-core AVX2 CPU), and the processes the
+# tests start together already share the cores: run_world's workers take one thread
+# each, torchrun gives each worker OMP_NUM_THREADS=1.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
@@ -33,7 +33,6 @@ test: $(VENV)/.installed-dev
 # The quick loop while changing code: ruff and the unit tests that neither train with fit,
 # nor spawn a process, nor start a browser (those are marked slow; tests/conftest.py fails
 # an unmarked test that does), without the notebooks. `make test` still runs everything.
-test-fast: export OMP_WAIT_POLICY ?= PASSIVE
 test-fast: export RESNET_LESSONS_QUICK = 1
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
