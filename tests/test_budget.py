@@ -7,8 +7,19 @@ import math
 import pytest
 import torch
 
-from resnet_lessons.training.budget import Plan, check_budget, format_seconds, make_plan, probe
+from resnet_lessons.training.budget import (
+    Plan,
+    check_budget,
+    format_seconds,
+    make_plan,
+    probe,
+    revise_plan,
+    revision_step,
+)
 from resnet_lessons.training.epoch import LivePoints, live_steps
+from resnet_lessons.training.recipes import FAST, make_optimizer, make_scheduler
+from resnet_lessons.training.revision import PlanRevision
+from resnet_lessons.training.settings import RunSettings
 
 
 class FakeClock:
@@ -203,3 +214,112 @@ def test_probe_then_plan_on_a_fake_clock():
     assert p.images_per_second == pytest.approx(640)
     assert p.expected_seconds <= 180
     assert p.steps == math.floor((180 - measured.seconds - 2 * 3.0) / 0.4)
+
+
+# --------------------------------------------------------------------------- the revision
+
+
+def test_the_revision_comes_after_a_tenth_of_the_steps():
+    assert revision_step(plan(180, seconds_per_step=0.56, probe_seconds=9)) == 29  # 287 steps
+    assert revision_step(plan(30, seconds_per_step=0.5)) == 10  # 50 steps: at least 10
+    assert revision_step(plan(6.5, seconds_per_step=0.5, seconds_per_eval=4)) == 4  # 5 steps
+
+
+def test_steps_faster_than_the_probe_buy_more_steps():
+    """The probe said 0.56 s a step; the first 27 steps took 0.465 s each. The rest of the
+    budget (live points and two tests still to pay) then holds 54 more steps."""
+    p = plan(180, seconds_per_step=0.56, seconds_per_eval=5.6, probe_seconds=9, live_seconds=11.2)
+    assert p.steps == 265
+    revised = revise_plan(
+        p, done_steps=27, elapsed=9 + 27 * 0.465 + 1.12, step_seconds=27 * 0.465,
+        live_seconds_left=18 * 0.56,
+    )  # fmt: skip
+    assert revised.seconds_per_step == pytest.approx(0.465)
+    left = 180 - (9 + 27 * 0.465 + 1.12) - 18 * 0.56 - 2 * 5.6
+    assert revised.steps == 27 + math.floor(left / 0.465) == 319
+    assert revised.revised_at == 27 and revised.budget == 180
+    assert revised.describe_revision(p) == (
+        "after 27 steps: ~551 images/s, not ~457; 319 steps, not 265 (1.4 epochs)"
+    )
+    assert Plan.from_dict(revised.to_dict()) == revised
+
+
+def test_slower_steps_shrink_the_plan_and_drop_a_test_they_no_longer_reach():
+    p = plan(100, seconds_per_step=0.3, seconds_per_eval=5.0)  # 300 steps: 2 tests
+    assert p.steps == 300 and p.evaluations == 2
+    revised = revise_plan(p, done_steps=30, elapsed=30 * 0.6, step_seconds=30 * 0.6,
+                          live_seconds_left=0)  # fmt: skip
+    assert revised.steps == 30 + math.floor((100 - 30 * 0.6 - 5.0) / 0.6) == 158
+    assert revised.evaluations == 1
+
+
+def test_a_revision_after_an_epoch_does_not_pay_for_its_test_again():
+    p = plan(600, seconds_per_step=0.5, seconds_per_eval=5.0)  # 1130 steps, 5 tests
+    revised = revise_plan(p, done_steps=300, elapsed=160.0, step_seconds=150.0,
+                          live_seconds_left=0)  # fmt: skip
+    # epoch 1 (235 steps) was tested already; 440 s left: 4 more tests (the last in epoch 5)
+    assert revised.steps == 300 + math.floor((600 - 160 - 4 * 5.0) / 0.5) == 1140
+    assert revised.evaluations == 5
+
+
+def test_a_run_far_past_its_budget_stops_at_once():
+    p = plan(60, seconds_per_step=0.2)
+    revised = revise_plan(p, done_steps=27, elapsed=70.0, step_seconds=60.0, live_seconds_left=0)
+    assert revised.steps == 27
+    with pytest.raises(ValueError, match="steps already taken"):
+        revise_plan(p, done_steps=0, elapsed=1.0, step_seconds=0.0, live_seconds_left=0)
+
+
+def test_the_live_points_left_are_spread_over_the_revised_run():
+    points: list = []
+    live = LivePoints(live_steps(100, 10), 235, lambda: 0.5, points)
+    for step in range(1, 26):
+        live.after_step(step, torch.tensor(0.0), torch.tensor(0), step)
+    assert live.taken == 2  # at steps 10 and 20
+    live.respan(160, 25, 10)
+    assert sorted(live.steps) == [10, 20, 42, 59, 76, 93, 109, 126, 143, 160]
+    assert live.last_step == 160
+
+
+class _Run:
+    """What PlanRevision needs of fit's run."""
+
+    def __init__(self, p: Plan, live: LivePoints | None) -> None:
+        model = torch.nn.Linear(2, 2)
+        self.optimizer = make_optimizer(model, FAST)
+        self.scheduler = make_scheduler(self.optimizer, FAST, p.steps_per_epoch, p.steps)
+        self.plan, self.total_steps, self.live = p, p.steps, live
+        self.history = type("H", (), {"plan": p})()
+
+
+def test_a_run_revises_its_plan_once_on_a_fake_clock():
+    """Probe 9 s, planned 0.56 s a step; the run's steps take 0.465 s and its live points 0.5 s.
+    After step 27 the plan, the schedule and the live points follow the measured speed."""
+    clock = FakeClock()
+    p = plan(180, seconds_per_step=0.56, seconds_per_eval=5.6, probe_seconds=9, live_seconds=10.0)
+    live = LivePoints(live_steps(p.steps, 20), p.steps_per_epoch, clock.advance(0.5), [],
+                      clock=clock)  # fmt: skip
+    run = _Run(p, live)
+    settings = RunSettings(seed=0, budget=180.0, started=clock.now - 9.0, live_points=20)
+    seen = []
+    revision = PlanRevision(run, FAST, settings, lambda a, b: seen.append((a, b)), clock=clock)
+    assert revision.step == 27
+    revision.start()
+    for step in range(1, 28):
+        clock.advance(0.465)()
+        run.optimizer.step()
+        run.scheduler.step()
+        live.after_step(step, torch.tensor(0.0), torch.tensor(0), step)
+        revision.after_step(step)
+    assert live.taken == 2 and live.seconds == pytest.approx(1.0)
+    after = run.plan
+    assert after.seconds_per_step == pytest.approx(0.465) and after.revised_at == 27
+    # 180 s less the 22.555 s used, 18 points (0.5 s each) and 2 tests still to come
+    assert after.steps == 27 + math.floor((180 - 22.555 - 18 * 0.5 - 2 * 5.6) / 0.465) == 322
+    assert run.total_steps == run.history.plan.steps == 322
+    assert seen == [(p, after)] and live.last_step == 322 and len(live.steps) == 20
+    factor = run.scheduler.lr_lambdas[0]
+    assert (factor.total_steps, factor.warmup_steps) == (322, 64)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factor(27))
+    revision.after_step(28)  # once only
+    assert len(seen) == 1

@@ -259,6 +259,28 @@ def test_torchrun_two_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_torchrun_on_a_budget_revises_one_plan_for_both_processes(tmp_path):
+    """Rank 0 probes and, after a tenth of the steps, re-plans; rank 1 follows both plans
+    (a rank that took another number of steps would hang DDP, or fail this)."""
+    out = tmp_path / "ddp"
+    launch = _launch("--standalone", "--nproc_per_node=2", "-m", "resnet_lessons", "train",
+                     "--minutes", "0.5", "--out", str(out), *SMALL)  # fmt: skip
+    try:
+        [(stdout, stderr)] = _finish([launch], timeout=240)  # about 35 s here
+    finally:
+        _kill([launch])
+    assert launch.returncode == 0, stderr[-3000:]
+    plan = json.loads((out / "metrics.json").read_text())["plan"]
+    assert plan["revised_at"] >= 10 and plan["steps"] > plan["revised_at"]
+    assert stdout.count(f"after {plan['revised_at']} steps: ~") == 1  # rank 0 says it once
+    assert f"{plan['steps']} steps, not " in stdout
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["plan"] == plan
+    epochs = json.loads((out / "metrics.json").read_text())["history"][-1]["epoch"]
+    assert epochs == pytest.approx(plan["steps"] / plan["steps_per_epoch"], abs=0.01)
+
+
+@pytest.mark.slow
 def test_figures_subcommand(tmp_path):
     pytest.importorskip("resnet_lessons.diagrams")
     from resnet_lessons import diagrams

@@ -15,6 +15,7 @@ from resnet_lessons.training import (
     FAST,
     HISTORY_KEYS,
     LECTURE,
+    History,
     Recipe,
     evaluate,
     fit,
@@ -364,6 +365,14 @@ def test_a_drawn_run_takes_live_points_between_its_epochs(tiny, capsys):
     )
 
 
+def test_each_history_has_its_own_points():
+    """A point added to one run's history is not in another's (no list shared by the class)."""
+    first, second = History(), History([{"epoch": 1}])
+    first.points.append({"epoch": 0.5})
+    assert second.points == [] and History().points == []
+    assert second == [{"epoch": 1}]
+
+
 @pytest.mark.slow
 def test_live_points_are_checkpointed_and_a_resumed_run_keeps_them(tiny, tmp_path):
     path = tmp_path / "run.pt"
@@ -516,7 +525,11 @@ def test_fit_with_a_budget_probes_plans_and_says_so(tiny, capsys):
     assert plan is not None and plan.steps >= 1
     # how long the probe may take is tested on a fake clock (test_budget.py), not here
     assert plan.expected_seconds <= 20
-    assert plan.describe() in out
+    # the probe's plan is printed, then its revision after the run's own first 10 steps
+    first, revised = out.splitlines()[1:3]
+    assert first.startswith("this CPU trains ~") and "20 s is ~" in first
+    assert plan.revised_at == 10
+    assert revised.startswith("after 10 steps: ~") and f"; {plan.steps} steps, not " in revised
     assert "fast recipe on cpu" in out and history.speedups.describe() in out
     assert history[-1]["epoch"] == pytest.approx(plan.epochs, abs=0.01)
     # the model comes back with plain convolutions, whatever fit computed with

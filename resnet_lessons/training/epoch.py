@@ -68,6 +68,19 @@ class LivePoints:
         self._since = (0.0, 0.0, 0)  # loss sum, correct, count at the previous point
         self._pending: dict[str, float] | None = None  # a point waiting for its epoch's test
 
+    def respan(self, total_steps: int, done_steps: int, points: int) -> None:
+        """The run now ends at ``total_steps`` (its plan was revised after ``done_steps``):
+        the points not yet taken, of ``points`` in all, are spread evenly over the rest."""
+        taken = {step for step in self.steps if step <= done_steps}
+        later = live_steps(total_steps - done_steps, points - len(taken))
+        self.steps = taken | {done_steps + step for step in later}
+        self.last_step = total_steps
+
+    @property
+    def taken(self) -> int:
+        """Points taken so far."""
+        return len(self.points)
+
     def start_epoch(self) -> None:
         """The epoch's sums start again from zero."""
         self._since = (0.0, 0.0, 0)
@@ -158,11 +171,13 @@ def train_epoch(
     run: Any,
     epoch: int,
     bar: Any,
-    max_steps: int,
     live: LivePoints | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> tuple[float, float]:
-    """One pass over the training images (or its first ``max_steps`` batches) with
-    :func:`train_step`; ``run`` holds the optimizer and scheduler. Returns (mean loss,
+    """One pass over the training images with :func:`train_step`, or as much of one as
+    ``run.total_steps`` (the steps of the whole run, which a revised plan may change while
+    the epoch runs) leaves; ``run`` holds the optimizer and scheduler. ``after_step(step)``
+    is called after every step (``step`` counted over the whole run). Returns (mean loss,
     accuracy) over all ranks."""
     device, speedups = settings.device, settings.speedups
     rank, world = settings.rank, settings.world
@@ -182,7 +197,7 @@ def train_epoch(
         n = labels.shape[0]
         if n < 2 * world:  # a last batch too small to share: BN needs 2 images per rank
             continue
-        if steps == max_steps:  # a time budget's last, partial epoch
+        if first_step + steps >= run.total_steps:  # a time budget's last, partial epoch
             break
         steps += 1
         part = share(n, rank, world)
@@ -210,6 +225,8 @@ def train_epoch(
         bar.update(1)
         if live is not None:
             live.after_step(first_step + steps, loss_sum, correct, count)
+        if after_step is not None:
+            after_step(first_step + steps)
     totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(count, device=device)])
     if world > 1:
         on_gpu = dist.get_backend() == "nccl"  # nccl reduces GPU tensors, gloo CPU ones

@@ -47,6 +47,7 @@ from .epoch import train_epoch as _train_epoch
 from .evaluation import evaluate
 from .live import LivePlot, in_notebook, progress_bar, reference_curves, time_one_drawing
 from .recipes import Recipe, get_recipe, make_optimizer, make_scheduler, xavier_init
+from .revision import PlanRevision, show_revision
 from .settings import RunSettings, check_settings
 from .speed import Speedups, device_name, native_bf16, pick_speedups, use_small_map_convs
 
@@ -54,23 +55,23 @@ from .speed import Speedups, device_name, native_bf16, pick_speedups, use_small_
 class History(list):
     """What :func:`fit` returns: a list with one dict per epoch, plus how the run was made.
 
-    ``plan`` is the :class:`~resnet_lessons.training.budget.Plan` of a run with a time budget
-    (else ``None``); ``speedups`` the :class:`~resnet_lessons.training.speed.Speedups` it
-    computed with.
-    With early stopping (``fit(patience=...)``), ``best_epoch`` is the epoch whose weights the
-    model was given back (the best validation accuracy) and ``stopped_early`` says whether
-    training stopped before its last epoch. ``points`` holds the live points taken during
-    the epochs (``fit(live_points=...)``; see :mod:`~resnet_lessons.training.epoch`): dicts
-    ``epoch`` (a fraction), ``train_loss`` and ``train_acc`` (over the steps since the
-    previous point), ``test_acc`` (on the first 1,000 test images; the whole test set at
-    an epoch's end).
+    ``plan``: the :class:`~resnet_lessons.training.budget.Plan` of a budgeted run (revised
+    as it ran), else ``None``; ``speedups``: how it computed. With early stopping
+    (``fit(patience=...)``), ``best_epoch`` is the epoch whose weights the model was given
+    back and ``stopped_early`` whether training stopped before its last epoch. ``points``:
+    the live points (``fit(live_points=...)``; :mod:`~resnet_lessons.training.epoch`), dicts
+    ``epoch`` (a fraction), ``train_loss`` and ``train_acc`` (since the previous point),
+    ``test_acc`` (on the first 1,000 test images; the whole test set at an epoch's end).
     """
 
-    points: list[dict[str, float]] = []
     plan: Plan | None = None
     speedups: Speedups | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
+
+    def __init__(self, *entries: Any) -> None:
+        super().__init__(*entries)
+        self.points: list[dict[str, float]] = []  # each history its own list
 
 
 #: The keys of one history entry, in order (``val_acc`` follows ``test_acc`` when the data has a
@@ -129,9 +130,10 @@ def fit(
         budget: train for about this many seconds, all included: a probe (at most 5% of it)
             times this machine, then the run takes as many optimizer steps as fit (whole
             epochs or a part of one; see :mod:`resnet_lessons.training.budget`), and the one-cycle
-            schedule spans exactly those steps. ``epochs`` is then ignored. The plan is
-            printed, returned as ``history.plan`` and saved in the checkpoint, so a resumed
-            run follows it.
+            schedule spans exactly those steps. ``epochs`` is then ignored. After a tenth
+            of those steps the run re-plans the rest from its own speed (one more printed
+            line; :mod:`resnet_lessons.training.revision`). The plan is printed, returned as
+            ``history.plan`` and saved in the checkpoint, so a resumed run follows it.
         plan: a ready :class:`~resnet_lessons.training.budget.Plan` to follow instead of probing.
         reference: a recorded run (the contents of a ``metrics.json`` written by
             ``python -m resnet_lessons train``; see :func:`resnet_lessons.plots.load_run`)
@@ -229,6 +231,7 @@ class _Run:
     best: dict[str, Any] | None  # early stopping: the best epoch so far and its weights
     sizes: dict[str, int]
     live: LivePoints | None = None  # takes the live points (rank 0)
+    revision: PlanRevision | None = None  # a fresh budgeted run re-plans once, early
 
     @property
     def num_epochs(self) -> int:
@@ -250,17 +253,24 @@ def _fit(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSett
             draw=None if live is None else functools.partial(live.update, history),
         )
     bar = progress_bar(settings, recipe, run.total_steps, len(history) * run.steps_per_epoch)
+    if run.revision is not None:
+        run.revision.on_revised = functools.partial(show_revision, settings, run, bar, live)
+    after_step = run.revision.after_step if run.revision is not None else None
     try:
-        last = run.num_epochs
-        if run.best is not None and len(history) - run.best["epoch"] >= settings.patience:
-            last = len(history)  # resumed after early stopping: nothing left to train
-            history.stopped_early = last < run.num_epochs
-        for epoch in range(len(history) + 1, last + 1):
+        epoch = len(history)
+        if run.best is not None and epoch - run.best["epoch"] >= settings.patience:
+            history.stopped_early = epoch < run.num_epochs  # resumed after early stopping
+        elif run.revision is not None:
+            run.revision.start()
+        while epoch < run.num_epochs and not history.stopped_early:
+            epoch += 1
             start = time.perf_counter()
-            steps = min(run.steps_per_epoch, run.total_steps - (epoch - 1) * run.steps_per_epoch)
             loss, acc = _train_epoch(
-                trained, data, recipe, settings, run, epoch, bar, steps, run.live
+                trained, data, recipe, settings, run, epoch, bar, run.live, after_step
             )
+            paused = time.perf_counter()
+            steps = min(run.steps_per_epoch, run.total_steps - (epoch - 1) * run.steps_per_epoch)
+            last = run.num_epochs  # the plan may have been revised during the epoch
             entry, stop = _end_epoch(model, data, recipe, settings, run, epoch, steps, last)
             if run.live is not None:
                 run.live.end_epoch(entry["test_acc"])
@@ -272,6 +282,8 @@ def _fit(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSett
                 _after_epoch(model, recipe, settings, run, entry, live)
             if world > 1:
                 dist.barrier()  # the others wait for rank 0's evaluation and checkpoint
+            if run.revision is not None:
+                run.revision.add_pause(time.perf_counter() - paused)
             if stop:
                 history.stopped_early = epoch < run.num_epochs
                 break
@@ -297,11 +309,12 @@ def _start(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSe
         raise ValueError(f"{n_train} training images are too few for {settings.world} processes.")
     sizes = {"train": n_train, "test": len(data.test_labels)}
     state = _resumed_state(recipe, settings, sizes) if settings.resume else None
-    plan = settings.plan
+    plan, revise = settings.plan, False
     if state is not None and state.get("plan") is not None:  # follow the plan it started with
         plan = Plan.from_dict(state["plan"])
     elif state is None and plan is None and settings.budget is not None:
         plan = _probe_and_plan(model, data, recipe, settings)
+        revise = plan.steps > 10  # a fresh budgeted run re-plans from its own steps
     if plan is not None and plan.steps_per_epoch != steps_per_epoch:
         raise ValueError(
             f"the plan counts {plan.steps_per_epoch} steps per epoch but this data and batch "
@@ -327,7 +340,10 @@ def _start(model: nn.Module, data: FashionMNIST, recipe: Recipe, settings: RunSe
         best = state.get("best")
     elif recipe.xavier_init:
         xavier_init(model)
-    return _Run(optimizer, scheduler, history, steps_per_epoch, total_steps, plan, best, sizes)
+    run = _Run(optimizer, scheduler, history, steps_per_epoch, total_steps, plan, best, sizes)
+    if revise:
+        run.revision = PlanRevision(run, recipe, settings)
+    return run
 
 
 def _resumed_state(recipe: Recipe, settings: RunSettings, sizes: dict[str, int]) -> dict:

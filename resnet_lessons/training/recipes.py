@@ -168,18 +168,38 @@ def one_cycle_schedule(
     end: float = 1 / 25e3,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The package's one warm-up-and-cosine schedule, for ``fit`` and the regression fit
-    alike: the learning rate times :func:`warmup_factor` (from ``start`` up to 1) over
+    alike: the learning rate times :class:`OneCycle`'s factor (from ``start`` up to 1 over
     ``warmup_steps``, then down along a cosine to ``end`` at step ``total_steps - 1``, the
-    last step taken."""
-    span = max(1, total_steps - 1 - warmup_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return warmup_factor(step, warmup_steps, start)
-        progress = min(1.0, (step - warmup_steps) / span)
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
+    last step taken)."""
+    factor = OneCycle(total_steps, warmup_steps, start, end)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class OneCycle:
+    """The factor of :func:`one_cycle_schedule` at a step. An object, not a closure, so that
+    :func:`respan` can stretch it to a revised number of steps and ``LambdaLR.state_dict()``
+    saves its numbers with a checkpoint."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, start: float, end: float) -> None:
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.start, self.end = start, end
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return warmup_factor(step, self.warmup_steps, self.start)
+        span = max(1, self.total_steps - 1 - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.end + (1 - self.end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Warmup:
+    """The factor of :func:`warmup_schedule`: :func:`warmup_factor` over ``warmup_steps``."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step: int) -> float:
+        return warmup_factor(step, self.warmup_steps)
 
 
 def warmup_schedule(
@@ -187,9 +207,25 @@ def warmup_schedule(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The learning rate times :func:`warmup_factor`: a linear warm-up over ``warmup_steps``
     steps, then constant."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_factor(step, warmup_steps)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, Warmup(warmup_steps))
+
+
+def respan(
+    scheduler: torch.optim.lr_scheduler.LRScheduler, recipe: Recipe, total_steps: int
+) -> None:
+    """Stretch (or shrink) the schedule :func:`make_scheduler` made to ``total_steps``, in the
+    middle of a run: a budget's plan revised from the run's own speed. The warm-up stays
+    ``recipe.warmup`` of all the steps; the next step already takes the new learning rate."""
+    factors = getattr(scheduler, "lr_lambdas", [])
+    for factor in factors:
+        if isinstance(factor, OneCycle):
+            factor.total_steps = total_steps
+        if isinstance(factor, OneCycle | Warmup):
+            factor.warmup_steps = round(recipe.warmup * total_steps)
+    groups = scheduler.optimizer.param_groups
+    for group, base, factor in zip(groups, scheduler.base_lrs, factors, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in groups]
 
 
 def warmup_factor(step: int, warmup_steps: int, start: float = 1 / 25) -> float:
