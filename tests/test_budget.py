@@ -317,6 +317,7 @@ def test_a_run_revises_its_plan_once_on_a_fake_clock():
     # 180 s less the 22.555 s used, 18 points (0.5 s each) and 2 tests still to come
     assert after.steps == 27 + math.floor((180 - 22.555 - 18 * 0.5 - 2 * 5.6) / 0.465) == 322
     assert run.total_steps == run.history.plan.steps == 322
+    assert after.live_seconds == pytest.approx(1.0 + 18 * 0.5)  # spent, and still to come
     assert seen == [(p, after)] and live.last_step == 322 and len(live.steps) == 20
     factor = run.scheduler.lr_lambdas[0]
     assert (factor.total_steps, factor.warmup_steps) == (322, 64)

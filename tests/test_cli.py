@@ -18,6 +18,7 @@ import torch
 
 from resnet_lessons.__main__ import leave, main, under_torchrun
 from resnet_lessons.data import FILES, find_fashion_mnist
+from resnet_lessons.training.budget import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--limit-train", "256", "--limit-test", "128", "--batch-size", "64", "--no-progress"]
@@ -307,9 +308,16 @@ def test_train_on_a_budget_records_its_plan_and_resume_follows_it(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     plan = metrics["plan"]
     assert plan["budget"] == 15 and plan["steps"] >= 1 and plan["batch_size"] == 64
-    assert metrics["plan_text"] in result.stdout  # printed in one line, even --no-progress
-    assert metrics["plan_text"].startswith("this CPU trains ~")
-    assert "15 s is ~" in metrics["plan_text"]
+    # the probe's plan in one line, even --no-progress, then (after a tenth of its steps, at
+    # least 10) the revision the stored plan and plan_text describe
+    first = next(line for line in result.stdout.splitlines() if line.startswith("this CPU"))
+    assert "15 s is ~" in first
+    assert metrics["plan_text"] == Plan.from_dict(plan).describe()
+    if plan["revised_at"]:
+        assert f"after {plan['revised_at']} steps: ~" in result.stdout
+        assert f"; {plan['steps']} steps, not " in result.stdout
+    else:  # too few steps to revise
+        assert metrics["plan_text"] == first
     assert metrics["speedups"] and metrics["cpu_kind"] and metrics["device"] == "cpu"
     epochs = plan["steps"] / plan["steps_per_epoch"]
     assert metrics["history"][-1]["epoch"] == pytest.approx(epochs, abs=0.01)

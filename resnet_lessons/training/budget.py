@@ -1,6 +1,6 @@
 """Training sized to a time budget: measure this machine, then plan the run to fit.
 
-``fit(..., budget=180)`` first runs a short *probe* (at most 5% of the budget): a few
+``fit(..., budget=180)`` first runs a short *probe* (at most 3% of the budget): a few
 training steps and one test batch on a throw-away copy of the model, timed. From those
 times :func:`make_plan` works out how many optimizer steps fit in what is left, evaluation
 included, and the one-cycle schedule then spans exactly those steps, so even a run of 1.6
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: The probe may use at most this fraction of the budget.
-PROBE_FRACTION = 0.05
+PROBE_FRACTION = 0.03
 
 Clock = Callable[[], float]
 
@@ -236,6 +236,7 @@ def revise_plan(
     elapsed: float,
     step_seconds: float,
     live_seconds_left: float,
+    live_seconds_spent: float = 0.0,
     seconds_per_epoch_end: float = 0.0,
 ) -> Plan:
     """``plan`` re-sized from the run itself: ``done_steps`` real steps took ``step_seconds``
@@ -244,7 +245,8 @@ def revise_plan(
     speed may change from minute to minute; the real steps are a better measure. Returns the
     plan with the most steps (at least ``done_steps``: stop now) whose rest fits the budget: the
     remaining steps at the measured speed, a test at the end of every epoch not yet tested,
-    and ``live_seconds_left``. Pure arithmetic."""
+    and ``live_seconds_left``. Its ``live_seconds`` become the points' measured seconds
+    (``live_seconds_spent``) plus ``live_seconds_left``. Pure arithmetic."""
     if done_steps < 1 or step_seconds <= 0:
         raise ValueError(
             f"a revision needs steps already taken and their time, got {done_steps} steps "
@@ -262,7 +264,10 @@ def revise_plan(
         if fits <= (tested + tests - 1) * spe:
             break
         steps = max(steps, min(fits, (tested + tests) * spe))
-    return replace(plan, seconds_per_step=per_step, steps=steps, revised_at=done_steps)
+    live = live_seconds_spent + live_seconds_left
+    return replace(
+        plan, seconds_per_step=per_step, steps=steps, revised_at=done_steps, live_seconds=live
+    )
 
 
 @dataclass(frozen=True)

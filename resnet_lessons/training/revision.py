@@ -80,6 +80,7 @@ class PlanRevision:
                 elapsed=now - settings.started,
                 step_seconds=now - self.started - self.paused - live_seconds,
                 live_seconds_left=max(0, left) * per_point,
+                live_seconds_spent=live_seconds,
                 seconds_per_epoch_end=0.5 if settings.checkpoint is not None else 0.0,
             )
             shared[0] = revised.to_dict()
