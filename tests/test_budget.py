@@ -223,6 +223,10 @@ def test_the_revision_comes_after_a_tenth_of_the_steps():
     assert revision_step(plan(180, seconds_per_step=0.56, probe_seconds=9)) == 29  # 287 steps
     assert revision_step(plan(30, seconds_per_step=0.5)) == 10  # 50 steps: at least 10
     assert revision_step(plan(6.5, seconds_per_step=0.5, seconds_per_eval=4)) == 4  # 5 steps
+    # the later revisions: 30% and 60% of the plan as it then stands, after the previous one
+    assert revision_step(plan(180, seconds_per_step=0.56, probe_seconds=9), 0.3, after=29) == 87
+    assert revision_step(plan(30, seconds_per_step=0.5), 0.3, after=20) == 21
+    assert revision_step(plan(30, seconds_per_step=0.5), 0.6, after=49) is None  # the last step
 
 
 def test_steps_faster_than_the_probe_buy_more_steps():
@@ -242,6 +246,11 @@ def test_steps_faster_than_the_probe_buy_more_steps():
         "after 27 steps: ~551 images/s, not ~457; 319 steps, not 265 (1.4 epochs)"
     )
     assert Plan.from_dict(revised.to_dict()) == revised
+    same = revise_plan(p, done_steps=27, elapsed=9 + 27 * 0.56 + 1.12, step_seconds=27 * 0.56,
+                       live_seconds_left=18 * 0.56)  # fmt: skip
+    assert same.describe_revision(p) == (
+        "after 27 steps: ~457 images/s, not ~457; the 265 steps stand"
+    )
 
 
 def test_slower_steps_shrink_the_plan_and_drop_a_test_they_no_longer_reach():
@@ -322,5 +331,17 @@ def test_a_run_revises_its_plan_once_on_a_fake_clock():
     factor = run.scheduler.lr_lambdas[0]
     assert (factor.total_steps, factor.warmup_steps) == (322, 64)
     assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factor(27))
-    revision.after_step(28)  # once only
-    assert len(seen) == 1
+    revision.after_step(28)  # nothing between the revisions
+    assert len(seen) == 1 and revision.step == math.ceil(0.3 * 322) == 97
+    # the steps that follow run slower (0.6 s): the revision after step 97 shrinks the plan
+    for step in range(28, 98):
+        clock.advance(0.6)()
+        run.optimizer.step()
+        run.scheduler.step()
+        live.after_step(step, torch.tensor(0.0), torch.tensor(0), step)
+        revision.after_step(step)
+    second = run.plan
+    assert len(seen) == 2 and second.revised_at == 97 and second.steps < 322
+    assert second.seconds_per_step == pytest.approx((27 * 0.465 + 70 * 0.6) / 97)
+    assert factor.warmup_steps == 64  # the warm-up was over: its length stays
+    assert revision.step == math.ceil(0.6 * second.steps)

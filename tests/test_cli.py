@@ -261,8 +261,9 @@ def test_torchrun_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_on_a_budget_revises_one_plan_for_both_processes(tmp_path):
-    """Rank 0 probes and, after a tenth of the steps, re-plans; rank 1 follows both plans
-    (a rank that took another number of steps would hang DDP, or fail this)."""
+    """Rank 0 probes and, after a tenth of the steps (and 30% and 60%), re-plans; rank 1
+    follows every plan (a rank that took another number of steps would hang DDP, or fail
+    this)."""
     out = tmp_path / "ddp"
     launch = _launch("--standalone", "--nproc_per_node=2", "-m", "resnet_lessons", "train",
                      "--minutes", "0.5", "--out", str(out), *SMALL)  # fmt: skip
@@ -274,7 +275,9 @@ def test_torchrun_on_a_budget_revises_one_plan_for_both_processes(tmp_path):
     plan = json.loads((out / "metrics.json").read_text())["plan"]
     assert plan["revised_at"] >= 10 and plan["steps"] > plan["revised_at"]
     assert stdout.count(f"after {plan['revised_at']} steps: ~") == 1  # rank 0 says it once
-    assert f"{plan['steps']} steps, not " in stdout
+    assert 1 <= stdout.count("after ") <= 3
+    last = stdout[stdout.index(f"after {plan['revised_at']} steps: ~") :].splitlines()[0]
+    assert f"; {plan['steps']} steps, not " in last or f"the {plan['steps']} steps stand" in last
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["plan"] == plan
     epochs = json.loads((out / "metrics.json").read_text())["history"][-1]["epoch"]
@@ -315,7 +318,6 @@ def test_train_on_a_budget_records_its_plan_and_resume_follows_it(tmp_path):
     assert metrics["plan_text"] == Plan.from_dict(plan).describe()
     if plan["revised_at"]:
         assert f"after {plan['revised_at']} steps: ~" in result.stdout
-        assert f"; {plan['steps']} steps, not " in result.stdout
     else:  # too few steps to revise
         assert metrics["plan_text"] == first
     assert metrics["speedups"] and metrics["cpu_kind"] and metrics["device"] == "cpu"

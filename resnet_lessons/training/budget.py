@@ -1,6 +1,6 @@
 """Training sized to a time budget: measure this machine, then plan the run to fit.
 
-``fit(..., budget=180)`` first runs a short *probe* (at most 3% of the budget): a few
+``fit(..., budget=180)`` first runs a short *probe* (about 3% of the budget): a few
 training steps and one test batch on a throw-away copy of the model, timed. From those
 times :func:`make_plan` works out how many optimizer steps fit in what is left, evaluation
 included, and the one-cycle schedule then spans exactly those steps, so even a run of 1.6
@@ -9,9 +9,10 @@ epochs ends with its learning rate annealed. The plan is one line for people
 (:meth:`Plan.to_dict`), so ``--resume`` follows the same plan.
 
 The probe repeats one batch for a few seconds; the run that follows can be faster or slower
-(on a shared machine by 10-20%). So after a tenth of its steps a fresh run plans the rest
-again from the steps it really took (:func:`revise_plan`, applied by
-:mod:`~resnet_lessons.training.revision`), and ends close to its budget either way.
+(on a shared machine by 10-20%, and its speed can change as it runs). So after a tenth of
+its steps, and again after 30% and 60% of them, a fresh run plans the rest from the steps it
+really took (:func:`revise_plan`, applied by :mod:`~resnet_lessons.training.revision`), and
+ends close to its budget either way.
 
 The arithmetic (:func:`probe`, :func:`make_plan`) takes its clock as an argument: the tests
 drive it with a fake clock, so it is checked without timing anything. :func:`measure_speed`
@@ -41,7 +42,7 @@ from .steps import train_step
 __all__ = [
     "PROBE_FRACTION",
     "PROBE_MARGIN",
-    "REVISE_FRACTION",
+    "REVISE_AT",
     "Plan",
     "ProbeResult",
     "check_budget",
@@ -55,7 +56,8 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-#: The probe may use at most this fraction of the budget.
+#: The share of the budget the probe aims at, preparing the model included (its last step
+#: can run a few tenths of a second past it).
 PROBE_FRACTION = 0.03
 
 Clock = Callable[[], float]
@@ -121,11 +123,16 @@ class Plan:
 
     def describe_revision(self, before: Plan) -> str:
         """One line on what :func:`revise_plan` changed: ``after 30 steps: ~470 images/s, not
-        ~420; 290 steps, not 263 (1.2 epochs)``."""
+        ~420; 290 steps, not 263 (1.2 epochs)``, or ``...; the 263 steps stand`` when the
+        number of steps did not change."""
+        steps = (
+            f"{self.steps} steps, not {before.steps} ({self.epochs:.1f} epochs)"
+            if self.steps != before.steps
+            else f"the {self.steps} steps stand"
+        )
         return (
             f"after {self.revised_at} steps: ~{self.images_per_second:,.0f} images/s, not "
-            f"~{before.images_per_second:,.0f}; {self.steps} steps, not {before.steps} "
-            f"({self.epochs:.1f} epochs)"
+            f"~{before.images_per_second:,.0f}; {steps}"
         )
 
     def to_dict(self) -> dict[str, float | int | str]:
@@ -219,14 +226,21 @@ def make_plan(
     )
 
 
-#: A run re-sizes its plan from its own steps once this fraction of the planned steps is done.
-REVISE_FRACTION = 0.1
+#: A fresh budgeted run re-sizes its plan from its own steps when these fractions of its
+#: (then) planned steps are done: early, while the learning rate still warms up, and twice
+#: more, in case the machine's speed changes as it runs.
+REVISE_AT = (0.1, 0.3, 0.6)
 
 
-def revision_step(plan: Plan) -> int:
-    """The step after which a fresh budgeted run re-sizes its plan (:func:`revise_plan`): a
-    tenth of the planned steps, at least 10 (the first step is slow), and never the last."""
-    return min(max(10, math.ceil(REVISE_FRACTION * plan.steps)), plan.steps - 1)
+def revision_step(plan: Plan, fraction: float = REVISE_AT[0], after: int = 0) -> int | None:
+    """The step after which a run following ``plan`` re-sizes it (:func:`revise_plan`):
+    ``fraction`` of the planned steps, at least 10 (the first steps are slow) and at least
+    ``after + 1`` (the previous revision's step). ``None`` when that is not before the last
+    step; the first revision of a plan of more than 10 steps always comes before it."""
+    step = max(10, math.ceil(fraction * plan.steps), after + 1)
+    if after == 0 and plan.steps > 1:
+        step = min(step, plan.steps - 1)
+    return step if step < plan.steps else None
 
 
 def revise_plan(

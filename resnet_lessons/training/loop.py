@@ -127,7 +127,7 @@ def fit(
         progress: show a tqdm progress bar (a widget in a notebook).
         plot: draw the live curves; ``None`` draws them in a notebook only.
         on_epoch: called with each new history entry (on rank 0).
-        budget: train for about this many seconds, all included: a probe (at most 3% of it)
+        budget: train for about this many seconds, all included: a probe (about 3% of it)
             times this machine, then the run takes as many optimizer steps as fit (whole
             epochs or a part of one; see :mod:`resnet_lessons.training.budget`), and the one-cycle
             schedule spans exactly those steps. ``epochs`` is then ignored. After a tenth

@@ -214,14 +214,18 @@ def respan(
     scheduler: torch.optim.lr_scheduler.LRScheduler, recipe: Recipe, total_steps: int
 ) -> None:
     """Stretch (or shrink) the schedule :func:`make_scheduler` made to ``total_steps``, in the
-    middle of a run: a budget's plan revised from the run's own speed. The warm-up stays
-    ``recipe.warmup`` of all the steps; the next step already takes the new learning rate."""
+    middle of a run: a budget's plan revised from the run's own speed. A warm-up still under
+    way stays ``recipe.warmup`` of all the steps (one already over keeps its length); the
+    next step already takes the new learning rate."""
     factors = getattr(scheduler, "lr_lambdas", [])
     for factor in factors:
         if isinstance(factor, OneCycle):
             factor.total_steps = total_steps
-        if isinstance(factor, OneCycle | Warmup):
-            factor.warmup_steps = round(recipe.warmup * total_steps)
+        warming = (
+            isinstance(factor, OneCycle | Warmup) and scheduler.last_epoch < factor.warmup_steps
+        )
+        if warming:
+            factor.warmup_steps = max(scheduler.last_epoch, round(recipe.warmup * total_steps))
     groups = scheduler.optimizer.param_groups
     for group, base, factor in zip(groups, scheduler.base_lrs, factors, strict=True):
         group["lr"] = base * factor(scheduler.last_epoch)

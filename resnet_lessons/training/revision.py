@@ -1,13 +1,15 @@
-"""A budgeted run re-sizes its plan once, from its own steps.
+"""A budgeted run re-sizes its plan from its own steps, three times.
 
 The probe (:mod:`~resnet_lessons.training.budget`) times a few steps on one repeated batch
 before training starts. On a shared or throttled machine that can be 10-20% off the speed
-of the run that follows, and a plan made from it then ends well short of its budget, or
-runs past it. So after a tenth of its planned steps (:func:`~resnet_lessons.training.budget.
-revision_step`) a fresh budgeted run times the steps it really took and plans the rest
+of the run that follows, and the speed can change during the run; a plan made from the
+probe alone then ends well short of its budget, or runs past it. So after a tenth of its
+planned steps, and again after 30% and 60% of them (:data:`~resnet_lessons.training.budget.
+REVISE_AT`), a fresh budgeted run times the steps it has really taken and plans the rest
 again (:func:`~resnet_lessons.training.budget.revise_plan`): the schedule, the live points,
-the progress bar and the curves' x-axis follow the new number of steps. This happens once,
-early (while the learning rate is still warming up), so the schedule's shape is kept.
+the progress bar and the curves' x-axis follow the new number of steps. The first revision
+comes while the learning rate still warms up; the later ones stretch or shrink the rest of
+its cosine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from .budget import Plan, revise_plan, revision_step
+from .budget import REVISE_AT, Plan, revise_plan, revision_step
 from .evaluation import synchronize
 from .recipes import Recipe, respan
 from .settings import RunSettings
@@ -28,10 +30,11 @@ Clock = Callable[[], float]
 
 class PlanRevision:
     """Re-plans ``run`` (``fit``'s run: ``plan``, ``total_steps``, ``scheduler``, ``live``,
-    ``history``) after its :func:`revision_step`. Call :meth:`start` when the first step
-    begins, add the seconds spent testing between steps with :meth:`add_pause`, and call
-    :meth:`after_step` after every step. ``on_revised(before, after)`` is called on every rank
-    with the two plans. Times come from ``clock`` (a fake one in the tests)."""
+    ``history``) after the steps :func:`revision_step` picks for each of :data:`REVISE_AT`.
+    Call :meth:`start` when the first step begins, add the seconds spent testing between
+    steps with :meth:`add_pause`, and call :meth:`after_step` after every step.
+    ``on_revised(before, after)`` is called on every rank with the two plans. Times come from
+    ``clock`` (a fake one in the tests)."""
 
     def __init__(
         self,
@@ -42,7 +45,8 @@ class PlanRevision:
         clock: Clock = time.perf_counter,
     ) -> None:
         self.run, self.recipe, self.settings = run, recipe, settings
-        self.step = revision_step(run.plan)
+        self.fractions = list(REVISE_AT[1:])  # the revisions after the first
+        self.step = revision_step(run.plan, REVISE_AT[0])
         self.on_revised = on_revised
         self.clock = clock
         self.started = 0.0
@@ -57,7 +61,7 @@ class PlanRevision:
         self.paused += seconds
 
     def after_step(self, step: int) -> None:
-        """Re-plan after the chosen step; nothing after any other."""
+        """Re-plan after a chosen step; nothing after any other."""
         if step != self.step:
             return
         run, settings = self.run, self.settings
@@ -92,6 +96,9 @@ class PlanRevision:
         respan(run.scheduler, self.recipe, after.steps)
         if run.live is not None:
             run.live.respan(after.steps, step, settings.live_points)
+        self.step = None
+        while self.fractions and self.step is None:
+            self.step = revision_step(after, self.fractions.pop(0), after=step)
         if self.on_revised is not None:
             self.on_revised(before, after)
 
