@@ -301,9 +301,10 @@ class _Run:
         self.history = type("H", (), {"plan": p})()
 
 
-def test_a_run_revises_its_plan_once_on_a_fake_clock():
+def test_a_run_revises_its_plan_as_it_goes_on_a_fake_clock():
     """Probe 9 s, planned 0.56 s a step; the run's steps take 0.465 s and its live points 0.5 s.
-    After step 27 the plan, the schedule and the live points follow the measured speed."""
+    After step 27 the plan, the schedule and the live points follow the measured speed; when
+    the steps then slow down, the next revision shrinks the plan again."""
     clock = FakeClock()
     p = plan(180, seconds_per_step=0.56, seconds_per_eval=5.6, probe_seconds=9, live_seconds=10.0)
     live = LivePoints(live_steps(p.steps, 20), p.steps_per_epoch, clock.advance(0.5), [],
@@ -313,13 +314,17 @@ def test_a_run_revises_its_plan_once_on_a_fake_clock():
     seen = []
     revision = PlanRevision(run, FAST, settings, lambda a, b: seen.append((a, b)), clock=clock)
     assert revision.step == 27
+
+    def take(steps: range, seconds: float) -> None:
+        for step in steps:
+            clock.advance(seconds)()
+            run.optimizer.step()
+            run.scheduler.step()
+            live.after_step(step, torch.tensor(0.0), torch.tensor(0), step)
+            revision.after_step(step)
+
     revision.start()
-    for step in range(1, 28):
-        clock.advance(0.465)()
-        run.optimizer.step()
-        run.scheduler.step()
-        live.after_step(step, torch.tensor(0.0), torch.tensor(0), step)
-        revision.after_step(step)
+    take(range(1, 28), 0.465)
     assert live.taken == 2 and live.seconds == pytest.approx(1.0)
     after = run.plan
     assert after.seconds_per_step == pytest.approx(0.465) and after.revised_at == 27
@@ -331,15 +336,11 @@ def test_a_run_revises_its_plan_once_on_a_fake_clock():
     factor = run.scheduler.lr_lambdas[0]
     assert (factor.total_steps, factor.warmup_steps) == (322, 64)
     assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factor(27))
-    revision.after_step(28)  # nothing between the revisions
-    assert len(seen) == 1 and revision.step == math.ceil(0.3 * 322) == 97
+    assert revision.step == math.ceil(0.3 * 322) == 97
     # the steps that follow run slower (0.6 s): the revision after step 97 shrinks the plan
-    for step in range(28, 98):
-        clock.advance(0.6)()
-        run.optimizer.step()
-        run.scheduler.step()
-        live.after_step(step, torch.tensor(0.0), torch.tensor(0), step)
-        revision.after_step(step)
+    take(range(28, 97), 0.6)
+    assert len(seen) == 1  # nothing between the revisions
+    take(range(97, 98), 0.6)
     second = run.plan
     assert len(seen) == 2 and second.revised_at == 97 and second.steps < 322
     assert second.seconds_per_step == pytest.approx((27 * 0.465 + 70 * 0.6) / 97)

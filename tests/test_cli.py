@@ -237,13 +237,7 @@ def test_resume_after_a_kill(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
-    launch = _launch("--standalone", "--nproc_per_node=2", "-m", "resnet_lessons", "train",
-                     "--epochs", "2", "--out", str(out), *SMALL)  # fmt: skip
-    try:
-        [(stdout, stderr)] = _finish([launch], timeout=240)  # about 9 s here
-    finally:
-        _kill([launch])
-    assert launch.returncode == 0, stderr[-3000:]
+    stdout, stderr = _train_on_two_processes(out, "--epochs", "2")  # about 9 s here
     assert "Traceback" not in stderr
     assert stdout.count("wrote ") == 1  # rank 0 alone writes
     assert stdout.count("epoch 1:") == 1  # ... and logs
@@ -265,13 +259,7 @@ def test_torchrun_on_a_budget_revises_one_plan_for_both_processes(tmp_path):
     follows every plan (a rank that took another number of steps would hang DDP, or fail
     this)."""
     out = tmp_path / "ddp"
-    launch = _launch("--standalone", "--nproc_per_node=2", "-m", "resnet_lessons", "train",
-                     "--minutes", "0.5", "--out", str(out), *SMALL)  # fmt: skip
-    try:
-        [(stdout, stderr)] = _finish([launch], timeout=240)  # about 35 s here
-    finally:
-        _kill([launch])
-    assert launch.returncode == 0, stderr[-3000:]
+    stdout, _ = _train_on_two_processes(out, "--minutes", "0.5")  # about 35 s here
     plan = json.loads((out / "metrics.json").read_text())["plan"]
     assert plan["revised_at"] >= 10 and plan["steps"] > plan["revised_at"]
     assert stdout.count(f"after {plan['revised_at']} steps: ~") == 1  # rank 0 says it once
@@ -421,6 +409,19 @@ def _node(port: int, host: bool, out: Path, *args: str) -> subprocess.Popen:
         f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test", f"--rdzv_conf=is_host={int(host)}",
         "--local_addr=127.0.0.1", "-m", "resnet_lessons", "train", "--out", str(out), *args,
     )  # fmt: skip
+
+
+def _train_on_two_processes(out: Path, *args: str) -> tuple[str, str]:
+    """``torchrun --nproc_per_node=2 -m resnet_lessons train ARGS --out OUT`` on the small
+    data; fails the test unless it exits 0. Returns (stdout, stderr)."""
+    launch = _launch("--standalone", "--nproc_per_node=2", "-m", "resnet_lessons", "train",
+                     *args, "--out", str(out), *SMALL)  # fmt: skip
+    try:
+        [(stdout, stderr)] = _finish([launch], timeout=240)
+    finally:
+        _kill([launch])
+    assert launch.returncode == 0, stderr[-3000:]
+    return stdout, stderr
 
 
 def _launch(*torchrun_args: str) -> subprocess.Popen:

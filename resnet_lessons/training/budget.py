@@ -197,13 +197,7 @@ def make_plan(
         )
     per_end = seconds_per_eval + seconds_per_epoch_end
     left = budget - probe_seconds - live_seconds
-    steps = 0
-    # With t tests the run can take at most t epochs of steps; more tests leave less time.
-    for tests in range(1, 100_000):
-        fits = math.floor((left - tests * per_end) / seconds_per_step + 1e-9)
-        if fits <= (tests - 1) * steps_per_epoch:  # t tests no longer buy a t-th epoch
-            break
-        steps = max(steps, min(fits, tests * steps_per_epoch))
+    steps = _most_steps(left, seconds_per_step, per_end, steps_per_epoch)
     if steps < 1:
         shortest = probe_seconds + live_seconds + seconds_per_step + per_end
         live = f", the live points {live_seconds:.1f} s" if live_seconds else ""
@@ -269,19 +263,30 @@ def revise_plan(
     per_step = step_seconds / done_steps
     per_end = plan.seconds_per_eval + seconds_per_epoch_end
     left = plan.budget - elapsed - live_seconds_left
-    spe = plan.steps_per_epoch
-    tested = (done_steps - 1) // spe  # epochs ended and tested (one ending now is not yet)
-    steps = done_steps
-    # with t more tests the run can end anywhere in its (tested + t)-th epoch
-    for tests in range(1, 100_000):
-        fits = done_steps + math.floor((left - tests * per_end) / per_step + 1e-9)
-        if fits <= (tested + tests - 1) * spe:
-            break
-        steps = max(steps, min(fits, (tested + tests) * spe))
+    steps = _most_steps(left, per_step, per_end, plan.steps_per_epoch, done_steps)
     live = live_seconds_spent + live_seconds_left
     return replace(
         plan, seconds_per_step=per_step, steps=steps, revised_at=done_steps, live_seconds=live
     )
+
+
+def _most_steps(
+    left: float, per_step: float, per_end: float, steps_per_epoch: int, done: int = 0
+) -> int:
+    """The most steps a run can end at, ``done`` of them taken already, when ``left`` seconds
+    pay for the steps still to take (``per_step`` each) and a test at the end of every epoch
+    not yet tested (``per_end`` each; the test of an epoch ending at ``done`` is still to
+    come). At least ``done``."""
+    tested = (done - 1) // steps_per_epoch if done > 0 else 0  # epochs ended and tested
+    steps = done
+    # with t more tests the run can end anywhere in its (tested + t)-th epoch; more tests
+    # leave less time for steps
+    for tests in range(1, 100_000):
+        fits = done + math.floor((left - tests * per_end) / per_step + 1e-9)
+        if fits <= (tested + tests - 1) * steps_per_epoch:  # no longer reaches that epoch
+            break
+        steps = max(steps, min(fits, (tested + tests) * steps_per_epoch))
+    return steps
 
 
 @dataclass(frozen=True)
