@@ -40,6 +40,7 @@ from .speed import Speedups
 from .steps import train_step
 
 __all__ = [
+    "CHECKPOINT_SECONDS",
     "PROBE_FRACTION",
     "PROBE_MARGIN",
     "REVISE_AT",
@@ -55,6 +56,9 @@ __all__ = [
     "revision_step",
     "steps_per_epoch",
 ]
+
+#: Seconds a plan counts for writing a checkpoint at the end of every epoch.
+CHECKPOINT_SECONDS = 0.5
 
 #: The share of the budget the probe aims at, preparing the model included (its last step
 #: can run a few tenths of a second past it).
@@ -424,7 +428,7 @@ def plan_run(
     what :func:`measure_speed` measured: the one answer ``fit(budget=)``, ``python -m
     resnet_lessons train --minutes`` and ``python -m resnet_lessons doctor`` give. Steps per
     epoch are counted as ``fit`` takes them (:func:`steps_per_epoch`); writing a checkpoint
-    is counted as half a second per epoch."""
+    is counted as :data:`CHECKPOINT_SECONDS` per epoch."""
     return make_plan(
         budget,
         seconds_per_step=seconds_per_step,
@@ -432,7 +436,7 @@ def plan_run(
         steps_per_epoch=steps_per_epoch(n_train, recipe.batch_size, world),
         batch_size=recipe.batch_size,
         probe_seconds=probe_seconds,
-        seconds_per_epoch_end=0.5 if checkpoint else 0.0,
+        seconds_per_epoch_end=CHECKPOINT_SECONDS if checkpoint else 0.0,
         device=device,
         live_seconds=live_seconds,
     )

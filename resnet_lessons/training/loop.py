@@ -130,9 +130,9 @@ def fit(
         budget: train for about this many seconds, all included: a probe (about 3% of it)
             times this machine, then the run takes as many optimizer steps as fit (whole
             epochs or a part of one; see :mod:`resnet_lessons.training.budget`), and the one-cycle
-            schedule spans exactly those steps. ``epochs`` is then ignored. After a tenth
-            of those steps the run re-plans the rest from its own speed (one more printed
-            line; :mod:`resnet_lessons.training.revision`). The plan is printed, returned as
+            schedule spans exactly those steps. ``epochs`` is then ignored. After 10%, 30%
+            and 60% of those steps the run re-plans the rest from its own speed (a printed
+            line each; :mod:`resnet_lessons.training.revision`). The plan is printed, returned as
             ``history.plan`` and saved in the checkpoint, so a resumed run follows it.
         plan: a ready :class:`~resnet_lessons.training.budget.Plan` to follow instead of probing.
         reference: a recorded run (the contents of a ``metrics.json`` written by
@@ -231,7 +231,7 @@ class _Run:
     best: dict[str, Any] | None  # early stopping: the best epoch so far and its weights
     sizes: dict[str, int]
     live: LivePoints | None = None  # takes the live points (rank 0)
-    revision: PlanRevision | None = None  # a fresh budgeted run re-plans once, early
+    revision: PlanRevision | None = None  # a fresh budgeted run re-plans as it goes
 
     @property
     def num_epochs(self) -> int:

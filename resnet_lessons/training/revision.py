@@ -20,7 +20,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from .budget import REVISE_AT, Plan, revise_plan, revision_step
+from .budget import CHECKPOINT_SECONDS, REVISE_AT, Plan, revise_plan, revision_step
 from .evaluation import synchronize
 from .recipes import Recipe, respan
 from .settings import RunSettings
@@ -85,7 +85,7 @@ class PlanRevision:
                 step_seconds=now - self.started - self.paused - live_seconds,
                 live_seconds_left=max(0, left) * per_point,
                 live_seconds_spent=live_seconds,
-                seconds_per_epoch_end=0.5 if settings.checkpoint is not None else 0.0,
+                seconds_per_epoch_end=CHECKPOINT_SECONDS if settings.checkpoint else 0.0,
             )
             shared[0] = revised.to_dict()
         if settings.world > 1:  # every rank takes the same steps
